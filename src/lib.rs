@@ -1,0 +1,12 @@
+//! Sans-IO core of spin-wxpay: WeChat Pay APIv2 for mini programs.
+//!
+//! Builds and parses bytes and decides state transitions; callers (the Spin components, the
+//! tests) perform the I/O. See `DESIGN.md` §3.
+
+pub mod config;
+pub mod money;
+pub mod order;
+pub mod pay_params;
+pub mod secret;
+pub mod session;
+pub mod v2;

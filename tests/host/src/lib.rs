@@ -1,0 +1,1 @@
+//! Embedded Spin-like test host (issue 3).
