@@ -9,4 +9,5 @@ pub mod order;
 pub mod pay_params;
 pub mod secret;
 pub mod session;
+pub mod time;
 pub mod v2;

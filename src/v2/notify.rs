@@ -1,1 +1,350 @@
-//! TODO
+//! Payment notifications (PROTOCOL.md "Payment notification"): parse, verify, judge against the
+//! stored order, and the exact SUCCESS / FAIL reply bodies.
+//!
+//! The verdict decides what the notify route writes and answers; the route only performs it.
+
+use super::Params;
+use super::api::{PaidTrade, ReplyError, cut_to_bytes};
+use super::sign::{VerifyError, verify};
+use super::xml::{self, XmlError};
+use crate::config::MerchantConfig;
+use crate::order::{Order, Status};
+
+/// The body that tells WeChat to stop re-delivering, exactly as WeChat expects it.
+pub const SUCCESS_REPLY: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+
+/// `Content-Type` of both replies.
+pub const REPLY_CONTENT_TYPE: &str = "text/xml";
+
+/// The body that makes WeChat re-deliver later (15 s … 24 h). `message` is short and never
+/// carries request data.
+pub fn fail_reply(message: &str) -> String {
+    let mut params = Params::new();
+    params.insert("return_code".into(), "FAIL".into());
+    params.insert("return_msg".into(), cut_to_bytes(message, 128).into());
+    xml::write(&params)
+}
+
+/// Why a notification could not be read or trusted (answer FAIL, change nothing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    #[error("notification is not acceptable XML: {0}")]
+    Xml(#[from] XmlError),
+    #[error("notification signature: {0}")]
+    Signature(#[from] VerifyError),
+    #[error("notification has no out_trade_no")]
+    MissingOrderNo,
+}
+
+/// A notification whose signature verified with our API key. Holds every received field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub params: Params,
+}
+
+impl Notification {
+    pub fn out_trade_no(&self) -> &str {
+        self.field("out_trade_no")
+    }
+
+    pub fn transaction_id(&self) -> &str {
+        self.field("transaction_id")
+    }
+
+    fn field(&self, name: &str) -> &str {
+        self.params.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Reads and verifies a notification body: XML refusals first (DOCTYPE, entities, …), then the
+/// signature over all received fields with the algorithm the message declares.
+pub fn parse(body: &[u8], merchant: &MerchantConfig) -> Result<Notification, NotifyError> {
+    let params = xml::read(body)?;
+    verify(&params, &merchant.api_key)?;
+    let notification = Notification { params };
+    if notification.out_trade_no().is_empty() {
+        return Err(NotifyError::MissingOrderNo);
+    }
+    Ok(notification)
+}
+
+/// What to do with a verified notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Record the payment (the order becomes PAID), then answer SUCCESS — only after the write
+    /// returned; a failed write answers FAIL.
+    Apply(PaidTrade),
+    /// Already applied (PAID with this transaction_id): answer SUCCESS, write nothing.
+    Duplicate,
+    /// Validly signed but not a payment of this order: do not mark it paid, record an alert
+    /// event, and answer SUCCESS (a FAIL would only repeat the same mismatch for 24 h).
+    Alert(String),
+    /// Answer FAIL and change nothing (e.g. an order we do not know).
+    Reject(String),
+}
+
+/// Judges a verified notification against our merchant identity and the stored order.
+pub fn judge(
+    notification: &Notification,
+    merchant: &MerchantConfig,
+    order: Option<&Order>,
+) -> Verdict {
+    let p = &notification.params;
+    let Some(order) = order else {
+        return Verdict::Reject("unknown order".into());
+    };
+    let field = |name: &str| p.get(name).map_or("", String::as_str);
+    if field("return_code") != "SUCCESS" {
+        return Verdict::Alert(format!(
+            "notification return_code {}",
+            short(field("return_code"))
+        ));
+    }
+    if field("appid") != merchant.appid {
+        return Verdict::Alert("notification appid is not ours".into());
+    }
+    if field("mch_id") != merchant.mch_id {
+        return Verdict::Alert("notification mch_id is not ours".into());
+    }
+    if field("result_code") != "SUCCESS" {
+        return Verdict::Alert(format!(
+            "notification result_code {} err_code {}",
+            short(field("result_code")),
+            short(field("err_code"))
+        ));
+    }
+    let trade = match PaidTrade::from_params(p) {
+        Ok(trade) => trade,
+        Err(ReplyError::MissingField(name)) => {
+            return Verdict::Alert(format!("notification lacks or garbles {name}"));
+        }
+        Err(other) => return Verdict::Alert(other.to_string()),
+    };
+    if trade.total_fee != order.total_fee {
+        return Verdict::Alert(format!(
+            "notification total_fee {} does not match the order total {}",
+            trade.total_fee, order.total_fee
+        ));
+    }
+    if order.status == Status::Paid {
+        return if order.transaction_id.as_deref() == Some(trade.transaction_id.as_str()) {
+            Verdict::Duplicate
+        } else {
+            Verdict::Alert(format!(
+                "paid order notified again with another transaction_id {}",
+                short(&trade.transaction_id)
+            ))
+        };
+    }
+    Verdict::Apply(trade)
+}
+
+/// A received value quoted in an alert: bounded, so a hostile field cannot bloat the record.
+fn short(value: &str) -> &str {
+    cut_to_bytes(value, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Fen;
+    use crate::secret::Secret;
+    use crate::v2::api::tests::merchant;
+    use crate::v2::sign::{SignType, sign, sign_in_place};
+
+    /// PROTOCOL.md S6, with its official MD5 signature.
+    fn s6_body() -> String {
+        let mut p = crate::v2::sign::tests::s6();
+        p.insert("sign".into(), "6D734A04D8568BAE04858D958A82595A".into());
+        xml::write(&p)
+    }
+
+    fn s6_merchant() -> MerchantConfig {
+        merchant(SignType::Md5)
+    }
+
+    fn order(status: Status, total: u64) -> Order {
+        let mut o = crate::order::tests::sample_order();
+        o.order_no = "1409811653".into();
+        o.total_fee = Fen(total);
+        o.status = status;
+        o
+    }
+
+    fn resigned(edit: impl FnOnce(&mut Params), sign_type: SignType) -> Vec<u8> {
+        let mut p = crate::v2::sign::tests::s6();
+        edit(&mut p);
+        sign_in_place(&mut p, &s6_merchant().api_key, sign_type);
+        xml::write(&p).into_bytes()
+    }
+
+    #[test]
+    fn the_official_notification_verifies_and_applies() {
+        let n = parse(s6_body().as_bytes(), &s6_merchant()).unwrap();
+        assert_eq!(n.out_trade_no(), "1409811653");
+        assert_eq!(
+            judge(&n, &s6_merchant(), Some(&order(Status::AwaitingPayment, 1))),
+            Verdict::Apply(PaidTrade {
+                transaction_id: "1004400740201409030005092168".into(),
+                total_fee: Fen(1),
+                time_end: "20140903131540".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn hmac_notification_with_sign_type_verifies() {
+        let body = resigned(
+            |p| drop(p.insert("sign_type".into(), "HMAC-SHA256".into())),
+            SignType::HmacSha256,
+        );
+        let n = parse(&body, &s6_merchant()).unwrap();
+        assert!(matches!(
+            judge(&n, &s6_merchant(), Some(&order(Status::Created, 1))),
+            Verdict::Apply(_)
+        ));
+        // Declaring HMAC but signing with MD5 does not verify.
+        let mut p = crate::v2::sign::tests::s6();
+        p.insert("sign_type".into(), "HMAC-SHA256".into());
+        let md5 = sign(&p, &s6_merchant().api_key, SignType::Md5);
+        p.insert("sign".into(), md5);
+        assert_eq!(
+            parse(xml::write(&p).as_bytes(), &s6_merchant()),
+            Err(NotifyError::Signature(VerifyError::Mismatch))
+        );
+    }
+
+    #[test]
+    fn unknown_extra_fields_are_signed_and_accepted() {
+        let body = resigned(
+            |p| drop(p.insert("coupon_fee_0".into(), "0".into())),
+            SignType::Md5,
+        );
+        let n = parse(&body, &s6_merchant()).unwrap();
+        assert_eq!(n.params["coupon_fee_0"], "0");
+        // The official signature does not cover a field slipped in afterwards.
+        let tampered = s6_body().replace("</xml>", "<promotion_detail>x</promotion_detail></xml>");
+        assert_eq!(
+            parse(tampered.as_bytes(), &s6_merchant()),
+            Err(NotifyError::Signature(VerifyError::Mismatch))
+        );
+    }
+
+    #[test]
+    fn bad_signatures_are_refused() {
+        let tampered = s6_body().replace("<total_fee><![CDATA[1]]>", "<total_fee><![CDATA[100]]>");
+        assert_eq!(
+            parse(tampered.as_bytes(), &s6_merchant()),
+            Err(NotifyError::Signature(VerifyError::Mismatch))
+        );
+        let other_key = MerchantConfig {
+            api_key: Secret::new("x".repeat(32)),
+            ..s6_merchant()
+        };
+        assert_eq!(
+            parse(s6_body().as_bytes(), &other_key),
+            Err(NotifyError::Signature(VerifyError::Mismatch))
+        );
+        let unsigned = xml::write(&crate::v2::sign::tests::s6());
+        assert_eq!(
+            parse(unsigned.as_bytes(), &s6_merchant()),
+            Err(NotifyError::Signature(VerifyError::MissingSign))
+        );
+    }
+
+    #[test]
+    fn xxe_is_refused_before_anything_else() {
+        let xxe = r#"<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><out_trade_no>&x;</out_trade_no></xml>"#;
+        assert_eq!(
+            parse(xxe.as_bytes(), &s6_merchant()),
+            Err(NotifyError::Xml(XmlError::Doctype))
+        );
+    }
+
+    #[test]
+    fn mismatches_alert_without_paying() {
+        let m = s6_merchant();
+        let wrong_amount = parse(s6_body().as_bytes(), &m).unwrap();
+        assert!(matches!(
+            judge(&wrong_amount, &m, Some(&order(Status::AwaitingPayment, 100))),
+            Verdict::Alert(reason) if reason.contains("total_fee 1") && reason.contains("100")
+        ));
+        for (field, value) in [("mch_id", "10000199"), ("appid", "wx0000000000000000")] {
+            let body = resigned(
+                |p| drop(p.insert(field.into(), value.into())),
+                SignType::Md5,
+            );
+            let n = parse(&body, &m).unwrap();
+            assert!(
+                matches!(judge(&n, &m, Some(&order(Status::AwaitingPayment, 1))), Verdict::Alert(r) if r.contains(field)),
+                "{field}"
+            );
+        }
+        let body = resigned(
+            |p| {
+                p.insert("result_code".into(), "FAIL".into());
+                p.insert("err_code".into(), "NOTENOUGH".into());
+            },
+            SignType::Md5,
+        );
+        let n = parse(&body, &m).unwrap();
+        assert!(matches!(
+            judge(&n, &m, Some(&order(Status::AwaitingPayment, 1))),
+            Verdict::Alert(r) if r.contains("NOTENOUGH")
+        ));
+        let body = resigned(|p| drop(p.remove("transaction_id")), SignType::Md5);
+        let n = parse(&body, &m).unwrap();
+        assert!(matches!(
+            judge(&n, &m, Some(&order(Status::AwaitingPayment, 1))),
+            Verdict::Alert(r) if r.contains("transaction_id")
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_on_a_paid_order() {
+        let m = s6_merchant();
+        let n = parse(s6_body().as_bytes(), &m).unwrap();
+        let mut paid = order(Status::Paid, 1);
+        paid.transaction_id = Some("1004400740201409030005092168".into());
+        assert_eq!(judge(&n, &m, Some(&paid)), Verdict::Duplicate);
+        paid.transaction_id = Some("4200000000000000000000000001".into());
+        assert!(
+            matches!(judge(&n, &m, Some(&paid)), Verdict::Alert(r) if r.contains("another transaction_id"))
+        );
+    }
+
+    #[test]
+    fn locally_closed_or_failed_orders_take_the_authoritative_payment() {
+        let m = s6_merchant();
+        let n = parse(s6_body().as_bytes(), &m).unwrap();
+        for status in [Status::Closed, Status::Failed, Status::Created] {
+            assert!(
+                matches!(judge(&n, &m, Some(&order(status, 1))), Verdict::Apply(_)),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_order_is_rejected() {
+        let m = s6_merchant();
+        let n = parse(s6_body().as_bytes(), &m).unwrap();
+        assert_eq!(judge(&n, &m, None), Verdict::Reject("unknown order".into()));
+    }
+
+    #[test]
+    fn reply_bodies() {
+        assert_eq!(
+            SUCCESS_REPLY,
+            "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
+        );
+        assert_eq!(
+            fail_reply("signature"),
+            "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[signature]]></return_msg></xml>"
+        );
+        assert_eq!(
+            xml::read(fail_reply("x]]>y").as_bytes()).unwrap()["return_msg"],
+            "x]]>y"
+        );
+    }
+}
