@@ -4,6 +4,7 @@
 //! tests) perform the I/O. See `DESIGN.md` §3.
 
 pub mod config;
+pub mod flows;
 pub mod money;
 pub mod order;
 pub mod pay_params;

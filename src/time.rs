@@ -123,6 +123,13 @@ pub fn beijing_compact(unix_secs: u64) -> String {
 /// Parses WeChat's `yyyyMMddHHmmss` Beijing time (e.g. a notification's `time_end`) into Unix
 /// seconds. Exactly 14 ASCII digits naming a real calendar date and time; no leap seconds.
 pub fn parse_beijing_compact(text: &str) -> Result<u64, CompactTimeError> {
+    let utc = compact_civil_secs(text)? - BEIJING_OFFSET_SECS as i64;
+    u64::try_from(utc).map_err(|_| CompactTimeError::BeforeEpoch)
+}
+
+/// Seconds since 1970-01-01T00:00:00 of the civil time a `yyyyMMddHHmmss` string spells, in
+/// whatever zone it is meant in.
+fn compact_civil_secs(text: &str) -> Result<i64, CompactTimeError> {
     let b = text.as_bytes();
     if b.len() != 14 || !b.iter().all(u8::is_ascii_digit) {
         return Err(CompactTimeError::Shape);
@@ -144,10 +151,33 @@ pub fn parse_beijing_compact(text: &str) -> Result<u64, CompactTimeError> {
     {
         return Err(CompactTimeError::OutOfRange);
     }
-    let local =
-        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    let utc = local - BEIJING_OFFSET_SECS as i64;
-    u64::try_from(utc).map_err(|_| CompactTimeError::BeforeEpoch)
+    Ok(days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second))
+}
+
+/// Parses the RFC 3339 spelling [`rfc3339`] writes (`2014-09-03T05:15:40Z`: UTC, `Z`, whole
+/// seconds) back into Unix seconds; other spellings are refused with [`CompactTimeError::Shape`].
+pub fn parse_rfc3339(text: &str) -> Result<u64, CompactTimeError> {
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z';
+    if !shape_ok {
+        return Err(CompactTimeError::Shape);
+    }
+    let compact: String = [
+        &text[0..4],
+        &text[5..7],
+        &text[8..10],
+        &text[11..13],
+        &text[14..16],
+        &text[17..19],
+    ]
+    .concat();
+    u64::try_from(compact_civil_secs(&compact)?).map_err(|_| CompactTimeError::BeforeEpoch)
 }
 
 #[cfg(test)]
@@ -175,6 +205,25 @@ mod tests {
             assert_eq!(beijing_compact(secs), beijing, "{secs}");
             assert_eq!(parse_beijing_compact(beijing), Ok(secs), "{beijing}");
         }
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for &(secs, utc, _) in KNOWN {
+            assert_eq!(parse_rfc3339(utc), Ok(secs), "{utc}");
+        }
+        for bad in [
+            "",
+            "2014-09-03 05:15:40Z",
+            "2014-09-03T05:15:40",
+            "2014-09-03T05:15:40+08:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), Err(CompactTimeError::Shape), "{bad:?}");
+        }
+        assert_eq!(
+            parse_rfc3339("2014-02-30T05:15:40Z"),
+            Err(CompactTimeError::OutOfRange)
+        );
     }
 
     #[test]

@@ -1,0 +1,496 @@
+//! `/api/admin/...` (DESIGN.md §6): the catalog, order records and reconciliation. Every route
+//! needs `Authorization: Bearer <admin_token>`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::wechat::{self, QueryEffect};
+use super::{
+    AdminFlowConfig, ApiError, Clock, Env, Nonce, Request, Response, Store, Transport, answer,
+    bearer_token, json_object, load_order, load_product, save_order, store_unavailable,
+};
+use crate::money::Fen;
+use crate::order::{
+    ORDER_KEY_PREFIX, Order, PRODUCT_KEY_PREFIX, ProductError, ProductInput, Status, Trigger,
+    product_key, valid_out_trade_no, valid_sku,
+};
+use crate::time::{parse_rfc3339, rfc3339};
+use crate::v2::api::{ErrCode, PREPAY_TTL_SECS, TradeState};
+
+/// Reconcile leaves a CREATED order alone for this long (its unified order may be in flight).
+pub const CREATED_GRACE_SECS: u64 = 60;
+
+/// At most this many error messages are listed in a reconcile answer.
+pub const MAX_LISTED_ERRORS: usize = 50;
+
+fn authorize(request: &Request, config: &AdminFlowConfig) -> Result<(), ApiError> {
+    match bearer_token(request.authorization.as_deref()) {
+        Some(token) if config.admin.token.matches(token) => Ok(()),
+        _ => Err(ApiError::new(
+            401,
+            "unauthorized",
+            "Authorization: Bearer <admin_token> is required",
+        )),
+    }
+}
+
+fn unknown_sku(sku: &str) -> ApiError {
+    ApiError::new(404, "unknown_sku", format!("no product {sku:?}"))
+}
+
+fn product_error(e: ProductError) -> ApiError {
+    let code = match e {
+        ProductError::Sku => "invalid_sku",
+        ProductError::Name => "invalid_name",
+        ProductError::Price => "invalid_price",
+    };
+    ApiError::new(400, code, e.to_string())
+}
+
+/// Routes an admin request by method and path (`/api/admin/...`): 404 `not_found` for an
+/// unknown path, 405 `method_not_allowed` for a known path with another method. Authorization
+/// is checked before anything else.
+pub async fn handle<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    method: &str,
+    path: &str,
+    request: &Request,
+) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    if let Err(e) = authorize(request, &env.config) {
+        return e.into();
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let rest = path.strip_prefix("/api/admin").unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method_not_allowed = || {
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )
+        .into()
+    };
+    match segments.as_slice() {
+        ["products"] => match method {
+            "GET" => list_products(env, request).await,
+            _ => method_not_allowed(),
+        },
+        ["products", sku] => match method {
+            "GET" => get_product(env, request, sku).await,
+            "PUT" => put_product(env, request, sku).await,
+            "DELETE" => delete_product(env, request, sku).await,
+            _ => method_not_allowed(),
+        },
+        ["orders", order_no] => match method {
+            "GET" => get_order(env, request, order_no).await,
+            _ => method_not_allowed(),
+        },
+        ["reconcile"] => match method {
+            "POST" => reconcile(env, request).await,
+            _ => method_not_allowed(),
+        },
+        _ => Response::error(404, "not_found", format!("no admin route {path}")),
+    }
+}
+
+/// `PUT /api/admin/products/{sku}` `{"name", "price", "active"?}` → 200 Product.
+pub async fn put_product<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Response {
+    answer(put_product_inner(env, request, sku).await)
+}
+
+async fn put_product_inner<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Result<Response, ApiError> {
+    authorize(request, &env.config)?;
+    if !valid_sku(sku) {
+        return Err(product_error(ProductError::Sku));
+    }
+    let object = json_object(&request.body)?;
+    let name = match object.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(ApiError::new(400, "invalid_name", "name must be a string")),
+    };
+    let price = match object.get("price") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| product_error(ProductError::Price))?,
+        _ => {
+            return Err(ApiError::new(
+                400,
+                "invalid_price",
+                "price must be a whole number of fen (a JSON integer)",
+            ));
+        }
+    };
+    let active = match object.get("active") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                "invalid_active",
+                "active must be true or false",
+            ));
+        }
+    };
+    let product = ProductInput {
+        name,
+        price: Fen(price),
+        active,
+    }
+    .into_product(sku)
+    .map_err(product_error)?;
+    let bytes =
+        serde_json::to_vec(&product).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    env.store
+        .set(&product_key(sku), &bytes)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    Ok(Response::json(200, &product))
+}
+
+/// `GET /api/admin/products` → `{"products": [..]}` sorted by sku.
+pub async fn list_products<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+) -> Response {
+    answer(list_products_inner(env, request).await)
+}
+
+async fn list_products_inner<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+) -> Result<Response, ApiError> {
+    authorize(request, &env.config)?;
+    let keys = env
+        .store
+        .keys_with_prefix(PRODUCT_KEY_PREFIX)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    let mut products = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(sku) = key.strip_prefix(PRODUCT_KEY_PREFIX) else {
+            continue;
+        };
+        // Deleted between the listing and the read: skip.
+        if let Some(p) = load_product(&env.store, sku).await? {
+            products.push(p);
+        }
+    }
+    products.sort_by(|a, b| a.sku.cmp(&b.sku));
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "products": products }),
+    ))
+}
+
+/// `GET /api/admin/products/{sku}` → 200 Product or 404 `unknown_sku`.
+pub async fn get_product<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Response {
+    answer(get_product_inner(env, request, sku).await)
+}
+
+async fn get_product_inner<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Result<Response, ApiError> {
+    authorize(request, &env.config)?;
+    if !valid_sku(sku) {
+        return Err(unknown_sku(sku));
+    }
+    match load_product(&env.store, sku).await? {
+        Some(p) => Ok(Response::json(200, &p)),
+        None => Err(unknown_sku(sku)),
+    }
+}
+
+/// `DELETE /api/admin/products/{sku}` → 204, or 404 `unknown_sku`.
+pub async fn delete_product<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Response {
+    answer(delete_product_inner(env, request, sku).await)
+}
+
+async fn delete_product_inner<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    sku: &str,
+) -> Result<Response, ApiError> {
+    authorize(request, &env.config)?;
+    if !valid_sku(sku) {
+        return Err(unknown_sku(sku));
+    }
+    let exists = env
+        .store
+        .get(&product_key(sku))
+        .await
+        .map_err(|e| store_unavailable(&e))?
+        .is_some();
+    if !exists {
+        return Err(unknown_sku(sku));
+    }
+    env.store
+        .delete(&product_key(sku))
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    Ok(Response::no_content())
+}
+
+/// `GET /api/admin/orders/{order_no}` → the full record (with openid, prepay_id, events).
+pub async fn get_order<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Response {
+    answer(get_order_inner(env, request, order_no).await)
+}
+
+async fn get_order_inner<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Result<Response, ApiError> {
+    authorize(request, &env.config)?;
+    let not_found = || ApiError::new(404, "order_not_found", "no such order");
+    if !valid_out_trade_no(order_no) {
+        return Err(not_found());
+    }
+    match load_order(&env.store, order_no).await? {
+        Some(order) => Ok(Response::json(200, &order)),
+        None => Err(not_found()),
+    }
+}
+
+/// The answer of `POST /api/admin/reconcile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconciled {
+    /// Orders asked about at WeChat.
+    pub checked: u64,
+    /// Orders that became PAID.
+    pub paid: u64,
+    /// Orders that became CLOSED.
+    pub closed: u64,
+    /// Orders that could not be settled this run (WeChat or store errors, mismatches).
+    pub failed: u64,
+    /// What went wrong, one line per failed order (at most [`MAX_LISTED_ERRORS`]).
+    pub errors: Vec<String>,
+}
+
+enum Settled {
+    Unchanged,
+    Paid,
+    Closed,
+    Failed(String),
+}
+
+/// `POST /api/admin/reconcile`: settles every open order with WeChat (DESIGN.md §4: WeChat is
+/// the source of truth; an order is closed at WeChat before it is closed here). One order's
+/// failure does not stop the others.
+pub async fn reconcile<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    if let Err(e) = authorize(request, &env.config) {
+        return e.into();
+    }
+    match run_reconcile(env).await {
+        Ok(report) => Response::json(200, &report),
+        Err(e) => e.into(),
+    }
+}
+
+/// Reconciliation itself (no authorization), e.g. for a scheduled job.
+pub async fn run_reconcile<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+) -> Result<Reconciled, ApiError>
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let keys = env
+        .store
+        .keys_with_prefix(ORDER_KEY_PREFIX)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    let mut report = Reconciled::default();
+    let fail = |report: &mut Reconciled, line: String| {
+        report.failed += 1;
+        if report.errors.len() < MAX_LISTED_ERRORS {
+            report.errors.push(line);
+        }
+    };
+    for key in keys {
+        let Some(order_no) = key.strip_prefix(ORDER_KEY_PREFIX) else {
+            continue;
+        };
+        let now = env.clock.now_unix();
+        let order = match load_order(&env.store, order_no).await {
+            Ok(Some(order)) => order,
+            Ok(None) => continue,
+            Err(e) => {
+                fail(&mut report, format!("{order_no}: {}", e.message));
+                continue;
+            }
+        };
+        if !is_candidate(&order, now) {
+            continue;
+        }
+        report.checked += 1;
+        match settle(env, order, now).await {
+            Settled::Unchanged => {}
+            Settled::Paid => report.paid += 1,
+            Settled::Closed => report.closed += 1,
+            Settled::Failed(why) => fail(&mut report, format!("{order_no}: {why}")),
+        }
+    }
+    Ok(report)
+}
+
+fn created_at(order: &Order) -> u64 {
+    parse_rfc3339(&order.created_at).unwrap_or(0)
+}
+
+/// AWAITING_PAYMENT orders, and CREATED ones older than [`CREATED_GRACE_SECS`].
+fn is_candidate(order: &Order, now: u64) -> bool {
+    match order.status {
+        Status::AwaitingPayment => true,
+        Status::Created => now.saturating_sub(created_at(order)) >= CREATED_GRACE_SECS,
+        _ => false,
+    }
+}
+
+/// When the order can no longer be paid with its prepay id.
+fn payable_until(order: &Order) -> u64 {
+    order
+        .prepay_expires_at
+        .unwrap_or_else(|| created_at(order).saturating_add(PREPAY_TTL_SECS))
+}
+
+async fn settle<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    mut order: Order,
+    now: u64,
+) -> Settled
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let merchant = &env.config.merchant;
+    let before = order.clone();
+    let at = rfc3339(now);
+    let outcome = match wechat::query(&env.transport, &env.nonce, merchant, &order.order_no).await {
+        Err(e)
+            if e.err_code() == Some(&ErrCode::OrderNotExist) && order.status == Status::Created =>
+        {
+            close_here(
+                &mut order,
+                &at,
+                "orderquery: ORDERNOTEXIST (WeChat never saw it)",
+            )
+        }
+        Err(e) => Settled::Failed(format!("orderquery: {e}")),
+        Ok(answer) => match wechat::apply_query(&mut order, &answer, now) {
+            QueryEffect::Paid => Settled::Paid,
+            QueryEffect::Closed => Settled::Closed,
+            QueryEffect::Alerted => Settled::Failed(format!(
+                "orderquery answer not applied (trade_state {:?}); see the order's alerts",
+                answer.trade_state
+            )),
+            QueryEffect::Unchanged
+                if matches!(
+                    answer.trade_state,
+                    TradeState::NotPay | TradeState::PayError
+                ) && now >= payable_until(&order) =>
+            {
+                close_at_wechat(env, &mut order, now).await
+            }
+            QueryEffect::Unchanged => Settled::Unchanged,
+        },
+    };
+    if order != before
+        && let Err(e) = save_order(&env.store, &order).await
+    {
+        return Settled::Failed(e.message);
+    }
+    outcome
+}
+
+fn close_here(order: &mut Order, at: &str, reason: &str) -> Settled {
+    let trigger = Trigger::ClosedAtWechat {
+        reason: reason.to_owned(),
+    };
+    match order.apply(trigger, at) {
+        Ok(_) => Settled::Closed,
+        Err(e) => Settled::Failed(e.to_string()),
+    }
+}
+
+/// The prepay expired unpaid: close it at WeChat first, then here.
+async fn close_at_wechat<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    order: &mut Order,
+    now: u64,
+) -> Settled
+where
+    T: Transport,
+    N: Nonce,
+{
+    let merchant = &env.config.merchant;
+    let at = rfc3339(now);
+    match wechat::close(&env.transport, &env.nonce, merchant, &order.order_no).await {
+        Ok(()) => close_here(
+            order,
+            &at,
+            "closed at WeChat by reconcile: payment window expired",
+        ),
+        Err(e) => match e.err_code() {
+            Some(ErrCode::OrderClosed) => close_here(order, &at, "closeorder: ORDERCLOSED"),
+            Some(ErrCode::OrderNotExist) => close_here(order, &at, "closeorder: ORDERNOTEXIST"),
+            Some(ErrCode::OrderPaid) => {
+                // Paid in the meantime: ask again for the payment's details.
+                match wechat::query(&env.transport, &env.nonce, merchant, &order.order_no).await {
+                    Ok(answer) => match wechat::apply_query(order, &answer, now) {
+                        QueryEffect::Paid => Settled::Paid,
+                        QueryEffect::Closed => Settled::Closed,
+                        _ => Settled::Failed(format!(
+                            "closeorder says ORDERPAID but orderquery says {:?}",
+                            answer.trade_state
+                        )),
+                    },
+                    Err(e) => {
+                        Settled::Failed(format!("closeorder says ORDERPAID; orderquery: {e}"))
+                    }
+                }
+            }
+            _ => Settled::Failed(format!("closeorder: {e}")),
+        },
+    }
+}

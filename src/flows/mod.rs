@@ -1,0 +1,534 @@
+//! The request flows (DESIGN.md §1, §4, §6): everything that decides anything about a route,
+//! written against small ports ([`Store`], [`Transport`], [`Clock`], [`Nonce`]) so the same code
+//! runs in a Spin component and in native tests with fakes.
+//!
+//! A component reads the request into a [`Request`], builds an [`Env`] (ports + its loaded
+//! configuration section), calls ONE entry point and writes the [`Response`] back:
+//!
+//! | route | entry point | config |
+//! |---|---|---|
+//! | `POST /api/login` | [`login::login`] | [`LoginFlowConfig`] |
+//! | `POST /api/orders` | [`orders::create`] | [`ShopConfig`] |
+//! | `GET /api/orders/{order_no}` | [`orders::get`] | [`ShopConfig`] |
+//! | `POST /api/orders/{order_no}/pay-params` | [`pay_sign::pay_params`] | [`ShopConfig`] |
+//! | `POST /api/wxpay/notify` | [`notify::notify`] | [`MerchantConfig`] |
+//! | `/api/admin/...` | [`admin::handle`] (or one function per route) | [`AdminFlowConfig`] |
+//! | `GET /api/health` | [`health::health`] | the variable source itself |
+//!
+//! Nothing a flow returns (response body, error message, outcome) contains a secret, a session
+//! token, a URL it called or a body it sent.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::{
+    AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, SessionConfig, VariableSource,
+};
+use crate::order::{Order, Product, order_key, product_key};
+use crate::session::{self, Session, SessionError};
+
+pub mod admin;
+pub mod health;
+pub mod login;
+pub mod notify;
+pub mod orders;
+pub mod pay_sign;
+mod wechat;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+// ---- Ports --------------------------------------------------------------------------------------
+
+/// A key-value store failure. The text describes the backend's problem (never a value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key-value store: {0}")]
+pub struct StoreError(pub String);
+
+/// The key-value store (Spin KV: get / set / delete / get_keys; no transactions, no
+/// compare-and-swap — DESIGN.md §4).
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// An HTTP reply as the transport received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why an outbound request got no reply. Implementations must never put a URL or a request
+/// body in the text (the login URL carries the app secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("timed out")]
+    Timeout,
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The host refused the request (not in `allowed_outbound_hosts`).
+    #[error("outbound request denied by the host")]
+    Denied,
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// Outbound HTTP.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// `POST url` with `Content-Type: text/xml` and `body`.
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError>;
+    /// `GET url`.
+    async fn get(&self, url: &str) -> Result<HttpReply, TransportError>;
+}
+
+/// The time (the core itself never reads a clock).
+pub trait Clock {
+    /// Unix seconds.
+    fn now_unix(&self) -> u64;
+}
+
+/// Randomness (nonces, order numbers).
+pub trait Nonce {
+    /// 16 fresh random bytes.
+    fn random16(&self) -> [u8; 16];
+}
+
+impl<S: Store + ?Sized> Store for &S {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        (**self).keys_with_prefix(prefix).await
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for &T {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        (**self).post_xml(url, body).await
+    }
+    async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
+        (**self).get(url).await
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now_unix(&self) -> u64 {
+        (**self).now_unix()
+    }
+}
+
+impl<N: Nonce + ?Sized> Nonce for &N {
+    fn random16(&self) -> [u8; 16] {
+        (**self).random16()
+    }
+}
+
+/// Everything a flow needs, constructed once per request by a component. Ports a flow does not
+/// use are unconstrained: the pay-sign component, which may reach nothing, can pass `()` as its
+/// transport, and the login component `()` as its store.
+#[derive(Debug, Clone)]
+pub struct Env<S, T, C, N, K> {
+    pub store: S,
+    pub transport: T,
+    pub clock: C,
+    pub nonce: N,
+    pub config: K,
+}
+
+impl<S, T, C, N, K> Env<S, T, C, N, K> {
+    pub fn new(store: S, transport: T, clock: C, nonce: N, config: K) -> Self {
+        Self {
+            store,
+            transport,
+            clock,
+            nonce,
+            config,
+        }
+    }
+}
+
+// ---- Configuration sections per component ---------------------------------------------------------
+
+fn merge<A, B>(
+    a: Result<A, ConfigProblems>,
+    b: Result<B, ConfigProblems>,
+) -> Result<(A, B), ConfigProblems> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => {
+            let mut all = Vec::new();
+            for p in [a.err(), b.err()].into_iter().flatten().flat_map(|p| p.0) {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+            Err(ConfigProblems(all))
+        }
+    }
+}
+
+/// The `order` and `pay-sign` components: the merchant and the session secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShopConfig {
+    pub merchant: MerchantConfig,
+    pub session: SessionConfig,
+}
+
+impl ShopConfig {
+    pub fn load<V: VariableSource + ?Sized>(source: &V) -> Result<Self, ConfigProblems> {
+        merge(MerchantConfig::load(source), SessionConfig::load(source))
+            .map(|(merchant, session)| Self { merchant, session })
+    }
+}
+
+/// The `login` component: the mini program credentials and the session secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFlowConfig {
+    pub login: LoginConfig,
+    pub session: SessionConfig,
+}
+
+impl LoginFlowConfig {
+    pub fn load<V: VariableSource + ?Sized>(source: &V) -> Result<Self, ConfigProblems> {
+        merge(LoginConfig::load(source), SessionConfig::load(source))
+            .map(|(login, session)| Self { login, session })
+    }
+}
+
+/// The `admin` component: the merchant (reconcile talks to WeChat Pay) and the admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminFlowConfig {
+    pub merchant: MerchantConfig,
+    pub admin: AdminConfig,
+}
+
+impl AdminFlowConfig {
+    pub fn load<V: VariableSource + ?Sized>(source: &V) -> Result<Self, ConfigProblems> {
+        merge(MerchantConfig::load(source), AdminConfig::load(source))
+            .map(|(merchant, admin)| Self { merchant, admin })
+    }
+}
+
+// ---- Request / response model ---------------------------------------------------------------------
+
+/// Largest request body any route accepts (checked before parsing).
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
+
+/// `Content-Type` of JSON responses.
+pub const JSON: &str = "application/json";
+
+/// What a route needs from an HTTP request (the method and path were matched by routing; path
+/// parameters are passed to the entry points separately).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub body: Vec<u8>,
+    /// The `Authorization` header value, as received.
+    pub authorization: Option<String>,
+    /// The client address Spin reports (`spin-client-addr`, `ip:port`), for `spbill_create_ip`.
+    pub client_addr: Option<String>,
+}
+
+impl Request {
+    pub fn new(body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_authorization(mut self, value: impl Into<String>) -> Self {
+        self.authorization = Some(value.into());
+        self
+    }
+
+    /// Shorthand for `Authorization: Bearer <token>`.
+    pub fn with_bearer(self, token: &str) -> Self {
+        self.with_authorization(format!("Bearer {token}"))
+    }
+
+    pub fn with_client_addr(mut self, addr: impl Into<String>) -> Self {
+        self.client_addr = Some(addr.into());
+        self
+    }
+}
+
+/// What a component writes back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+impl Response {
+    /// A JSON body.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response {
+                status,
+                content_type: JSON,
+                body,
+            },
+            Err(e) => Response::error(500, "internal", format!("cannot encode the answer: {e}")),
+        }
+    }
+
+    /// `{"error": {"code", "message"}}` (DESIGN.md §6).
+    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+        let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
+        Response {
+            status,
+            content_type: JSON,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+
+    /// 204, no body.
+    pub fn no_content() -> Response {
+        Response {
+            status: 204,
+            content_type: JSON,
+            body: Vec::new(),
+        }
+    }
+
+    /// An XML body (the notify route's replies), always HTTP 200: WeChat reads the verdict
+    /// from the body.
+    pub fn xml(body: impl Into<String>) -> Response {
+        Response {
+            status: 200,
+            content_type: crate::v2::notify::REPLY_CONTENT_TYPE,
+            body: body.into().into_bytes(),
+        }
+    }
+
+    /// 500 `config_error` listing every problem (problem texts never contain secret values).
+    /// For a component whose configuration section failed to load.
+    pub fn config_error(problems: &ConfigProblems) -> Response {
+        Response::error(500, "config_error", problems.to_string())
+    }
+
+    /// The `error.code` of an error response (tests, logs).
+    pub fn error_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v.get("error")?.get("code")?.as_str().map(str::to_owned)
+    }
+
+    /// The body as JSON (tests, logs).
+    pub fn json_body(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// An error answer being built; becomes a [`Response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Response {
+        Response::error(e.status, e.code, e.message)
+    }
+}
+
+/// Runs a flow body that answers `Ok(response)` or an error answer.
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(Response::from)
+}
+
+// ---- Shared steps -------------------------------------------------------------------------------
+
+/// Refuses a body over [`MAX_REQUEST_BODY_BYTES`] (413 `body_too_large`).
+pub fn check_body_size(body: &[u8]) -> Result<(), ApiError> {
+    if body.len() > MAX_REQUEST_BODY_BYTES {
+        return Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!(
+                "request body is {} bytes, over the {MAX_REQUEST_BODY_BYTES}-byte limit",
+                body.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The body as a JSON object: size-limited, then parsed. A syntax error names its position and
+/// kind, never the input (which may carry a login code).
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    check_body_size(body)?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Eof => "unexpected end of input",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Io => "read error",
+        };
+        ApiError::new(
+            400,
+            "invalid_json",
+            format!(
+                "request body is not valid JSON: {kind} at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(ApiError::new(
+            400,
+            "invalid_json",
+            "request body must be a JSON object",
+        )),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim_start();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The caller's session: 401 `missing_token`, `invalid_token` or `token_expired`.
+pub fn authenticate(
+    request: &Request,
+    session: &SessionConfig,
+    now: u64,
+) -> Result<Session, ApiError> {
+    let Some(header) = request
+        .authorization
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+    else {
+        return Err(ApiError::new(
+            401,
+            "missing_token",
+            "Authorization: Bearer <session token> is required (POST /api/login gives one)",
+        ));
+    };
+    let Some(token) = bearer_token(Some(header)) else {
+        return Err(ApiError::new(
+            401,
+            "invalid_token",
+            "Authorization must be \"Bearer <session token>\"",
+        ));
+    };
+    session::verify(&session.secret, token, now).map_err(|e| match e {
+        SessionError::Expired => ApiError::new(
+            401,
+            "token_expired",
+            "session token has expired; log in again",
+        ),
+        SessionError::MissingSecret => ApiError::new(500, "config_error", e.to_string()),
+        other => ApiError::new(401, "invalid_token", other.to_string()),
+    })
+}
+
+fn store_unavailable(e: &StoreError) -> ApiError {
+    ApiError::new(503, "store_unavailable", e.to_string())
+}
+
+/// Reads an order record (503 if the store fails, 500 if the record cannot be read).
+async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>, ApiError> {
+    let Some(bytes) = store
+        .get(&order_key(order_no))
+        .await
+        .map_err(|e| store_unavailable(&e))?
+    else {
+        return Ok(None);
+    };
+    Order::from_json(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::new(500, "record_unreadable", format!("order {order_no}: {e}")))
+}
+
+async fn save_order<S: Store>(store: &S, order: &Order) -> Result<(), ApiError> {
+    let bytes = order
+        .to_json()
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    store
+        .set(&order_key(&order.order_no), &bytes)
+        .await
+        .map_err(|e| store_unavailable(&e))
+}
+
+async fn load_product<S: Store>(store: &S, sku: &str) -> Result<Option<Product>, ApiError> {
+    let Some(bytes) = store
+        .get(&product_key(sku))
+        .await
+        .map_err(|e| store_unavailable(&e))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::new(500, "record_unreadable", format!("product {sku}: {e}")))
+}
+
+/// 404 `order_not_found`: the same answer for an unknown order and someone else's.
+fn order_not_found() -> ApiError {
+    ApiError::new(404, "order_not_found", "no such order")
+}
+
+/// The caller's own order, or 404 for a malformed number, an unknown order and someone else's.
+async fn owned_order<S: Store>(
+    store: &S,
+    order_no: &str,
+    session: &Session,
+) -> Result<Order, ApiError> {
+    if !crate::order::valid_out_trade_no(order_no) {
+        return Err(order_not_found());
+    }
+    match load_order(store, order_no).await? {
+        Some(order) if order.openid == session.openid => Ok(order),
+        _ => Err(order_not_found()),
+    }
+}
+
+/// A nonce string for an APIv2 request or the pay params.
+fn fresh_nonce<N: Nonce>(nonce: &N) -> String {
+    crate::v2::nonce_str(&nonce.random16())
+}

@@ -1,0 +1,213 @@
+//! `POST /api/wxpay/notify` (DESIGN.md §1.4, §4; PROTOCOL.md "Payment notification").
+//!
+//! Everything written is derived from the verified notification alone (the events are dated
+//! from its `time_end`), so concurrent deliveries of the same notification write identical
+//! bytes; SUCCESS is answered only after the write returned; a duplicate writes nothing.
+
+use super::{Clock, Env, Response, Store, load_order, save_order};
+use crate::config::MerchantConfig;
+use crate::order::{Event, NotifyResult, Order, Trigger, valid_out_trade_no};
+use crate::time::{parse_beijing_compact, rfc3339};
+use crate::v2::notify::{
+    Notification, NotifyError, SUCCESS_REPLY, Verdict, fail_reply, judge, parse,
+};
+
+/// What the notify route did, for the component's log and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// The order became PAID (answered SUCCESS after the write).
+    Applied {
+        order_no: String,
+        transaction_id: String,
+    },
+    /// Already applied: answered SUCCESS, nothing written.
+    Duplicate {
+        order_no: String,
+        transaction_id: String,
+    },
+    /// Validly signed but not a payment of this order: not paid, an alert recorded
+    /// (`recorded: false` when the same alert was already on the order and nothing was
+    /// written), answered SUCCESS.
+    Alerted {
+        order_no: String,
+        reason: String,
+        recorded: bool,
+    },
+    /// Not trusted or not ours (bad XML, bad signature, unknown order): answered FAIL, nothing
+    /// changed.
+    Rejected { reason: String },
+    /// Our side failed (store): answered FAIL so that WeChat delivers it again.
+    Failed { reason: String },
+}
+
+impl NotifyOutcome {
+    /// Whether WeChat was answered SUCCESS.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            NotifyOutcome::Applied { .. }
+                | NotifyOutcome::Duplicate { .. }
+                | NotifyOutcome::Alerted { .. }
+        )
+    }
+}
+
+fn success() -> Response {
+    Response::xml(SUCCESS_REPLY)
+}
+
+fn fail(message: &str) -> Response {
+    Response::xml(fail_reply(message))
+}
+
+/// The time stamp of every event a notification adds: its `time_end` (falling back to `now`
+/// only when a validly signed notification has none, e.g. a result FAIL).
+fn event_time(n: &Notification, now: u64) -> String {
+    n.params
+        .get("time_end")
+        .and_then(|t| parse_beijing_compact(t).ok())
+        .map_or_else(|| rfc3339(now), rfc3339)
+}
+
+/// Handles one notification body. The transport is never used.
+pub async fn notify<S, T, C, N>(
+    env: &Env<S, T, C, N, MerchantConfig>,
+    body: &[u8],
+) -> (Response, NotifyOutcome)
+where
+    S: Store,
+    C: Clock,
+{
+    let merchant = &env.config;
+    let n = match parse(body, merchant) {
+        Ok(n) => n,
+        Err(e) => {
+            let short = match &e {
+                NotifyError::Xml(_) => "invalid XML",
+                NotifyError::Signature(_) => "signature error",
+                NotifyError::MissingOrderNo => "missing out_trade_no",
+            };
+            return (
+                fail(short),
+                NotifyOutcome::Rejected {
+                    reason: e.to_string(),
+                },
+            );
+        }
+    };
+    let order_no = n.out_trade_no().to_owned();
+    let order = if valid_out_trade_no(&order_no) {
+        match load_order(&env.store, &order_no).await {
+            Ok(order) => order,
+            Err(e) => {
+                return (
+                    fail("temporarily unavailable"),
+                    NotifyOutcome::Failed { reason: e.message },
+                );
+            }
+        }
+    } else {
+        None
+    };
+    match judge(&n, merchant, order.as_ref()) {
+        Verdict::Reject(reason) => (
+            fail("order unknown"),
+            NotifyOutcome::Rejected {
+                reason: format!("{reason}: out_trade_no {:?}", short(&order_no)),
+            },
+        ),
+        Verdict::Duplicate => (
+            success(),
+            NotifyOutcome::Duplicate {
+                order_no,
+                transaction_id: n.transaction_id().to_owned(),
+            },
+        ),
+        Verdict::Apply(trade) => {
+            let Some(mut order) = order else {
+                return unknown_order(&order_no);
+            };
+            let at = event_time(&n, env.clock.now_unix());
+            let trigger = Trigger::PaymentConfirmed {
+                transaction_id: trade.transaction_id.clone(),
+            };
+            if let Err(e) = order.apply(trigger, &at) {
+                return (
+                    fail("cannot apply"),
+                    NotifyOutcome::Failed {
+                        reason: e.to_string(),
+                    },
+                );
+            }
+            order.record_notify(&at, &trade.transaction_id, NotifyResult::Applied, None);
+            match save_order(&env.store, &order).await {
+                Ok(()) => (
+                    success(),
+                    NotifyOutcome::Applied {
+                        order_no,
+                        transaction_id: trade.transaction_id,
+                    },
+                ),
+                Err(e) => (
+                    fail("temporarily unavailable"),
+                    NotifyOutcome::Failed { reason: e.message },
+                ),
+            }
+        }
+        Verdict::Alert(reason) => {
+            let Some(mut order) = order else {
+                return unknown_order(&order_no);
+            };
+            let tid = n.transaction_id();
+            if already_alerted(&order, tid, &reason) {
+                return (
+                    success(),
+                    NotifyOutcome::Alerted {
+                        order_no,
+                        reason,
+                        recorded: false,
+                    },
+                );
+            }
+            let at = event_time(&n, env.clock.now_unix());
+            order.record_alert(&at, reason.clone());
+            order.record_notify(&at, tid, NotifyResult::Rejected, Some(reason.clone()));
+            match save_order(&env.store, &order).await {
+                Ok(()) => (
+                    success(),
+                    NotifyOutcome::Alerted {
+                        order_no,
+                        reason,
+                        recorded: true,
+                    },
+                ),
+                Err(e) => (
+                    fail("temporarily unavailable"),
+                    NotifyOutcome::Failed { reason: e.message },
+                ),
+            }
+        }
+    }
+}
+
+/// Whether this notification's rejection is already recorded (same transaction, same reason).
+fn already_alerted(order: &Order, transaction_id: &str, reason: &str) -> bool {
+    order.events.iter().any(|e| {
+        matches!(e, Event::Notify { transaction_id: t, result: NotifyResult::Rejected, reason: Some(r), .. }
+            if t == transaction_id && r == reason)
+    })
+}
+
+/// `judge` only applies or alerts for a known order; kept total rather than panicking.
+fn unknown_order(order_no: &str) -> (Response, NotifyOutcome) {
+    (
+        fail("order unknown"),
+        NotifyOutcome::Rejected {
+            reason: format!("unknown order: out_trade_no {:?}", short(order_no)),
+        },
+    )
+}
+
+fn short(s: &str) -> &str {
+    crate::v2::api::cut_to_bytes(s, 64)
+}

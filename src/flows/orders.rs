@@ -1,0 +1,380 @@
+//! `POST /api/orders` and `GET /api/orders/{order_no}` (DESIGN.md §1.2, §1.5, §6).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::wechat::{self, CallError};
+use super::{
+    ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
+    authenticate, fresh_nonce, json_object, load_product, owned_order, save_order,
+};
+use crate::order::{
+    MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Trigger, new_order_no, valid_sku,
+};
+use crate::pay_params::{PayParams, pay_params};
+use crate::time::{beijing_compact, rfc3339};
+use crate::v2::api::{self, PREPAY_TTL_SECS, ReplyError, Retry, UnifiedOrder};
+
+/// Unified order attempts in all (SYSTEMERROR and timeouts are retried with identical bytes).
+pub const UNIFIED_ORDER_ATTEMPTS: usize = 3;
+
+/// `spbill_create_ip` when Spin reports no usable client address.
+pub const FALLBACK_CLIENT_IP: &str = "127.0.0.1";
+
+/// The 201 answer of `POST /api/orders`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Created {
+    pub order: OrderView,
+    pub pay_params: PayParams,
+}
+
+/// The IP of a client address as Spin reports it (`ip:port`, `[v6]:port`, or a bare IP).
+pub fn client_ip(addr: Option<&str>) -> String {
+    let Some(addr) = addr.map(str::trim) else {
+        return FALLBACK_CLIENT_IP.to_owned();
+    };
+    if let Ok(sock) = addr.parse::<std::net::SocketAddr>() {
+        return sock.ip().to_string();
+    }
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return ip.to_string();
+    }
+    FALLBACK_CLIENT_IP.to_owned()
+}
+
+struct OrderInput {
+    sku: String,
+    quantity: u32,
+    attach: Option<String>,
+}
+
+fn invalid_quantity(what: &str) -> ApiError {
+    ApiError::new(
+        400,
+        "invalid_quantity",
+        format!("quantity must be a JSON integer in 1..={MAX_QUANTITY}; {what}"),
+    )
+}
+
+/// Reads `{"sku", "quantity", "attach"?}`; any other field (an amount, say) is ignored.
+fn parse_input(body: &[u8]) -> Result<OrderInput, ApiError> {
+    let object = json_object(body)?;
+    let sku = match object.get("sku") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::new(400, "invalid_sku", "sku must be a string")),
+        None => return Err(ApiError::new(400, "invalid_sku", "sku is required")),
+    };
+    let quantity = match object.get("quantity") {
+        None | Some(Value::Null) => return Err(invalid_quantity("quantity is missing")),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(q) if (1..=u64::from(MAX_QUANTITY)).contains(&q) => q as u32,
+            Some(q) => return Err(invalid_quantity(&format!("got {q}"))),
+            None if n.is_i64() => return Err(invalid_quantity(&format!("got {n}"))),
+            None => return Err(invalid_quantity("got a fractional number")),
+        },
+        Some(Value::String(_)) => return Err(invalid_quantity("got a string")),
+        Some(_) => return Err(invalid_quantity("got a non-number")),
+    };
+    let attach = match object.get("attach") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::new(
+                400,
+                "invalid_attach",
+                "attach must be a string",
+            ));
+        }
+    };
+    Ok(OrderInput {
+        sku,
+        quantity,
+        attach,
+    })
+}
+
+fn unknown_sku(sku: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "unknown_sku",
+        format!("no product {sku:?} is for sale"),
+    )
+}
+
+/// How the unified order ended.
+enum UnifiedOutcome {
+    Prepay(String),
+    /// A refusal: the order becomes FAILED with `reason`.
+    Refused {
+        reason: String,
+        message: String,
+    },
+    /// A refusal that must not fail the order (ORDERPAID, OUT_TRADE_NO_USED): the order stays
+    /// CREATED and reconcile asks WeChat for the truth.
+    RefusedQueryFirst {
+        message: String,
+    },
+    Untrusted(String),
+    Busy,
+    Unreachable(CallError),
+    Denied,
+}
+
+async fn unified_order<T: Transport>(
+    transport: &T,
+    config: &ShopConfig,
+    request: &api::ApiRequest,
+) -> UnifiedOutcome {
+    let merchant = &config.merchant;
+    let mut last = UnifiedOutcome::Busy;
+    for _ in 0..UNIFIED_ORDER_ATTEMPTS {
+        let body = match wechat::post(transport, merchant, request).await {
+            Ok(body) => body,
+            Err(CallError::Denied) => return UnifiedOutcome::Denied,
+            Err(CallError::HttpStatus(s)) if s >= 500 => {
+                last = UnifiedOutcome::Busy;
+                continue;
+            }
+            Err(e @ CallError::HttpStatus(_)) => return UnifiedOutcome::Untrusted(e.to_string()),
+            Err(e) => {
+                last = UnifiedOutcome::Unreachable(e);
+                continue;
+            }
+        };
+        match api::parse_unified_order_reply(merchant, &body) {
+            Ok(prepay) => return UnifiedOutcome::Prepay(prepay.prepay_id),
+            Err(e) if e.is_retryable() => last = UnifiedOutcome::Busy,
+            Err(ReplyError::Refused {
+                err_code,
+                err_code_des,
+            }) => {
+                let message = if err_code_des.is_empty() {
+                    format!("WeChat Pay refused the order: {err_code}")
+                } else {
+                    format!("WeChat Pay refused the order: {err_code} ({err_code_des})")
+                };
+                return if err_code.retry() == Retry::QueryFirst {
+                    UnifiedOutcome::RefusedQueryFirst { message }
+                } else {
+                    UnifiedOutcome::Refused {
+                        reason: err_code.as_str().to_owned(),
+                        message,
+                    }
+                };
+            }
+            Err(ReplyError::CallFailed { return_msg }) => {
+                return UnifiedOutcome::Refused {
+                    reason: format!("return_code FAIL: {return_msg}"),
+                    message: format!("WeChat Pay refused the call: {return_msg}"),
+                };
+            }
+            Err(e) => return UnifiedOutcome::Untrusted(e.to_string()),
+        }
+    }
+    last
+}
+
+/// `POST /api/orders`: prices the order from the catalog, stores it CREATED, asks WeChat for a
+/// prepay id, stores it AWAITING_PAYMENT and answers 201 with the order and signed pay params.
+pub async fn create<S, T, C, N>(env: &Env<S, T, C, N, ShopConfig>, request: &Request) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    answer(create_inner(env, request).await)
+}
+
+async fn create_inner<S, T, C, N>(
+    env: &Env<S, T, C, N, ShopConfig>,
+    request: &Request,
+) -> Result<Response, ApiError>
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let now = env.clock.now_unix();
+    let session = authenticate(request, &env.config.session, now)?;
+    let input = parse_input(&request.body)?;
+    if !valid_sku(&input.sku) {
+        return Err(unknown_sku(&input.sku));
+    }
+    let product = match load_product(&env.store, &input.sku).await? {
+        Some(p) if p.active => p,
+        _ => return Err(unknown_sku(&input.sku)),
+    };
+    let merchant = &env.config.merchant;
+    let random = env.nonce.random16();
+    let mut order_random = [0u8; crate::order::ORDER_NO_RANDOM_BYTES];
+    order_random.copy_from_slice(&random[..crate::order::ORDER_NO_RANDOM_BYTES]);
+    let mut order = Order::new(NewOrder {
+        order_no: new_order_no(now, order_random),
+        openid: session.openid.clone(),
+        product: &product,
+        quantity: input.quantity,
+        attach: input.attach,
+        mode: merchant.mode,
+        created_at: rfc3339(now),
+    })
+    .map_err(|e| match e {
+        NewOrderError::InvalidAttach => ApiError::new(400, "invalid_attach", e.to_string()),
+        NewOrderError::InvalidQuantity => invalid_quantity("it is out of range"),
+        NewOrderError::AmountOverflow => ApiError::new(400, "invalid_quantity", e.to_string()),
+        NewOrderError::InactiveProduct => unknown_sku(&input.sku),
+        other => ApiError::new(500, "internal", other.to_string()),
+    })?;
+
+    // Build the signed request first (pure), so that nothing is stored for a request that
+    // cannot be sent.
+    let expires_at = now.saturating_add(PREPAY_TTL_SECS);
+    let time_expire = beijing_compact(expires_at);
+    let ip = client_ip(request.client_addr.as_deref());
+    let unified = api::unified_order_request(
+        merchant,
+        &UnifiedOrder {
+            out_trade_no: &order.order_no,
+            body: &order.description,
+            total_fee: order.total_fee,
+            spbill_create_ip: &ip,
+            openid: &order.openid,
+            time_expire: Some(&time_expire),
+            attach: order.attach.as_deref(),
+        },
+        &fresh_nonce(&env.nonce),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            500,
+            "internal",
+            format!("cannot build the unified order: {e}"),
+        )
+    })?;
+
+    // Stored CREATED before WeChat hears of it: a crash after the call leaves a record that
+    // reconcile can settle.
+    save_order(&env.store, &order).await?;
+
+    match unified_order(&env.transport, &env.config, &unified).await {
+        UnifiedOutcome::Prepay(prepay_id) => {
+            let trigger = Trigger::PrepayObtained {
+                prepay_id: prepay_id.clone(),
+                expires_at,
+            };
+            let _ = order
+                .apply(trigger, &rfc3339(now))
+                .map_err(|e| ApiError::new(502, "wechat_reply_untrusted", e.to_string()))?;
+            save_order(&env.store, &order).await?;
+            let params = pay_params(
+                &merchant.appid,
+                &prepay_id,
+                &merchant.api_key,
+                merchant.sign_type,
+                now,
+                &fresh_nonce(&env.nonce),
+            );
+            Ok(Response::json(
+                201,
+                &Created {
+                    order: order.view(),
+                    pay_params: params,
+                },
+            ))
+        }
+        UnifiedOutcome::Refused { reason, message } => {
+            let trigger = Trigger::RefusedByWechat { err_code: reason };
+            if order.apply(trigger, &rfc3339(now)).is_ok() {
+                // Best effort: if this write fails the order stays CREATED and reconcile
+                // closes it (WeChat never created it).
+                let _ = save_order(&env.store, &order).await;
+            }
+            Err(ApiError::new(502, "wechat_refused", message))
+        }
+        UnifiedOutcome::RefusedQueryFirst { message } => {
+            Err(ApiError::new(502, "wechat_refused", message))
+        }
+        UnifiedOutcome::Untrusted(why) => Err(ApiError::new(
+            502,
+            "wechat_reply_untrusted",
+            format!("WeChat Pay's reply could not be trusted: {why}"),
+        )),
+        UnifiedOutcome::Busy => Err(ApiError::new(
+            503,
+            "wechat_busy",
+            format!(
+                "WeChat Pay is busy (SYSTEMERROR after {UNIFIED_ORDER_ATTEMPTS} attempts); \
+                 try again"
+            ),
+        )),
+        UnifiedOutcome::Unreachable(e) => Err(ApiError::new(
+            504,
+            "wechat_unreachable",
+            format!("{e} after {UNIFIED_ORDER_ATTEMPTS} attempts"),
+        )),
+        UnifiedOutcome::Denied => Err(ApiError::new(
+            500,
+            "outbound_denied",
+            CallError::Denied.to_string(),
+        )),
+    }
+}
+
+/// `GET /api/orders/{order_no}`: the caller's order. While it awaits payment, WeChat is asked
+/// (at most every 5 s per order) and the answer applied, so a lost notification does not leave
+/// the mini program waiting. If WeChat cannot be asked, the stored order is the answer.
+pub async fn get<S, T, C, N>(
+    env: &Env<S, T, C, N, ShopConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    answer(get_inner(env, request, order_no).await)
+}
+
+async fn get_inner<S, T, C, N>(
+    env: &Env<S, T, C, N, ShopConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Result<Response, ApiError>
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let now = env.clock.now_unix();
+    let session = authenticate(request, &env.config.session, now)?;
+    let mut order = owned_order(&env.store, order_no, &session).await?;
+    if order.query_due(now) {
+        let merchant = &env.config.merchant;
+        if let Ok(reply) = wechat::query(&env.transport, &env.nonce, merchant, order_no).await {
+            let loaded = order.clone();
+            let effect = wechat::apply_query(&mut order, &reply, now);
+            order.last_checked_at = Some(now);
+            let moved = matches!(
+                effect,
+                wechat::QueryEffect::Paid | wechat::QueryEffect::Closed
+            );
+            // Without compare-and-swap, a write that only records the check must not clobber
+            // a concurrent notification: re-read and write only if the order still awaits
+            // payment. (A move to PAID/CLOSED is WeChat's word and is written regardless.)
+            let write = moved
+                || matches!(
+                    super::load_order(&env.store, order_no).await,
+                    Ok(Some(current)) if current == loaded
+                );
+            if write {
+                // A failed write still answers what WeChat said; the next GET asks again.
+                let _ = save_order(&env.store, &order).await;
+            }
+        }
+    }
+    Ok(Response::json(200, &order.view()))
+}

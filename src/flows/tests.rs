@@ -1,0 +1,1273 @@
+//! The flows against fakes of every port.
+
+use serde_json::{Value, json};
+
+use super::fakes::*;
+use super::*;
+use crate::config::{self, LoginConfig, MerchantConfig, Mode, SessionConfig};
+use crate::money::Fen;
+use crate::order::{Event, NotifyResult, Order, Product, Status};
+use crate::pay_params::{PayParams, verify_pay_params};
+use crate::secret::Secret;
+use crate::v2::notify::SUCCESS_REPLY;
+use crate::v2::sign::{SignType, sign_in_place};
+use crate::v2::{Params, xml};
+
+const NOW: u64 = 1_714_550_400; // 2024-05-01T08:00:00Z
+const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+const OTHER: &str = "oOtherUserxxxxxxxxxxxxxxxxxx";
+const SESSION_SECRET: &str = "test session secret, thirty-two bytes or more";
+const APP_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const ADMIN_TOKEN: &str = "test-admin-token-0123";
+const CLIENT: &str = "203.0.113.9:50123";
+
+fn merchant(sign_type: SignType) -> MerchantConfig {
+    MerchantConfig {
+        mode: Mode::Live,
+        appid: "wx1234567890abcdef".into(),
+        mch_id: "1900000109".into(),
+        api_key: Secret::new("Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk"),
+        sign_type,
+        notify_url: "https://shop.example.com/api/wxpay/notify".into(),
+        mch_api: "https://api.mch.weixin.qq.com".into(),
+    }
+}
+
+fn login_config() -> LoginConfig {
+    LoginConfig {
+        mode: Mode::Live,
+        appid: "wx1234567890abcdef".into(),
+        app_secret: Secret::new(APP_SECRET),
+        wx_api: "https://api.weixin.qq.com".into(),
+    }
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        secret: Secret::new(SESSION_SECRET),
+        ttl_secs: config::SESSION_TTL_SECS,
+    }
+}
+
+type E<'a, K> = Env<&'a MemStore, &'a FakeWechat, &'a FakeClock, &'a CountingNonce, K>;
+
+struct World {
+    store: MemStore,
+    wx: FakeWechat,
+    clock: FakeClock,
+    nonce: CountingNonce,
+    sign_type: SignType,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(SignType::Md5)
+    }
+
+    fn with(sign_type: SignType) -> World {
+        let w = World {
+            store: MemStore::default(),
+            wx: FakeWechat::new(merchant(sign_type), login_config()),
+            clock: FakeClock::new(NOW),
+            nonce: CountingNonce::default(),
+            sign_type,
+        };
+        w.store.put_product(&Product {
+            sku: "coffee-L".into(),
+            name: "Large coffee".into(),
+            price: Fen(1990),
+            active: true,
+        });
+        w.store.put_product(&Product {
+            sku: "old-tea".into(),
+            name: "Retired tea".into(),
+            price: Fen(500),
+            active: false,
+        });
+        w
+    }
+
+    fn env<K>(&self, config: K) -> E<'_, K> {
+        Env::new(&self.store, &self.wx, &self.clock, &self.nonce, config)
+    }
+
+    fn shop(&self) -> E<'_, ShopConfig> {
+        self.env(ShopConfig {
+            merchant: merchant(self.sign_type),
+            session: session_config(),
+        })
+    }
+
+    fn notify_env(&self) -> E<'_, MerchantConfig> {
+        self.env(merchant(self.sign_type))
+    }
+
+    fn admin_env(&self) -> E<'_, AdminFlowConfig> {
+        self.env(AdminFlowConfig {
+            merchant: merchant(self.sign_type),
+            admin: config::AdminConfig {
+                token: Secret::new(ADMIN_TOKEN),
+            },
+        })
+    }
+
+    fn login_env(&self) -> E<'_, LoginFlowConfig> {
+        self.env(LoginFlowConfig {
+            login: login_config(),
+            session: session_config(),
+        })
+    }
+
+    fn token(&self, openid: &str) -> String {
+        crate::session::issue(
+            &Secret::new(SESSION_SECRET),
+            openid,
+            self.clock.now_unix(),
+            7200,
+        )
+        .unwrap()
+    }
+
+    fn create(&self, body: Value) -> Response {
+        let req = Request::new(body.to_string())
+            .with_bearer(&self.token(OPENID))
+            .with_client_addr(CLIENT);
+        block_on(orders::create(&self.shop(), &req))
+    }
+
+    /// Creates an order awaiting payment; returns its number.
+    fn awaiting(&self) -> String {
+        let r = self.create(json!({"sku": "coffee-L", "quantity": 2}));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json_body().unwrap()["order"]["order_no"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn get(&self, order_no: &str, openid: &str) -> Response {
+        let req = Request::new("").with_bearer(&self.token(openid));
+        block_on(orders::get(&self.shop(), &req, order_no))
+    }
+
+    fn pay_params(&self, order_no: &str, openid: &str) -> Response {
+        let req = Request::new("").with_bearer(&self.token(openid));
+        block_on(pay_sign::pay_params(&self.shop(), &req, order_no))
+    }
+
+    fn notify(&self, body: &[u8]) -> (Response, notify::NotifyOutcome) {
+        block_on(notify::notify(&self.notify_env(), body))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Value) -> Response {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let req = Request::new(body).with_bearer(ADMIN_TOKEN);
+        block_on(admin::handle(&self.admin_env(), method, path, &req))
+    }
+
+    fn order(&self, order_no: &str) -> Order {
+        self.store.order(order_no).unwrap()
+    }
+
+    /// A notification as WeChat signs it, for `order_no`.
+    fn notification(&self, order_no: &str, edit: impl FnOnce(&mut Params)) -> Vec<u8> {
+        let m = merchant(self.sign_type);
+        let mut p: Params = [
+            ("appid", m.appid.as_str()),
+            ("bank_type", "CFT"),
+            ("cash_fee", "3980"),
+            ("fee_type", "CNY"),
+            ("is_subscribe", "N"),
+            ("mch_id", m.mch_id.as_str()),
+            ("nonce_str", "5d2b6c2a8db53831f7eda20af46e531c"),
+            ("openid", OPENID),
+            ("out_trade_no", order_no),
+            ("result_code", "SUCCESS"),
+            ("return_code", "SUCCESS"),
+            ("time_end", PAID_TIME_END),
+            ("total_fee", "3980"),
+            ("trade_type", "JSAPI"),
+            ("transaction_id", "4200001234202405011234567890"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        edit(&mut p);
+        sign_in_place(&mut p, &m.api_key, m.sign_type);
+        xml::write(&p).into_bytes()
+    }
+}
+
+fn status_events_to(order: &Order, to: Status) -> usize {
+    order
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Status { to: t, .. } if *t == to))
+        .count()
+}
+
+fn alerts(order: &Order) -> Vec<String> {
+    order
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn code(r: &Response) -> String {
+    r.error_code()
+        .unwrap_or_else(|| panic!("not an error: {r:?}"))
+}
+
+fn message(r: &Response) -> String {
+    r.json_body().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+// ---- login ----------------------------------------------------------------------------------------
+
+fn login(w: &World, body: Value) -> Response {
+    block_on(login::login(
+        &w.login_env(),
+        &Request::new(body.to_string()),
+    ))
+}
+
+fn assert_no_secret(w: &World, r: &Response) {
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(!text.contains(APP_SECRET), "{text}");
+    assert!(!text.contains("SESSIONKEY"), "{text}");
+    assert!(!text.contains("secret="), "{text}");
+    let _ = w;
+}
+
+#[test]
+fn login_success_issues_a_token_and_drops_the_session_key() {
+    let w = World::new();
+    w.wx.codes.borrow_mut().insert(
+        "code-OK_1".into(),
+        json!({"openid": OPENID, "session_key": "SESSIONKEY==", "unionid": "u1"}).to_string(),
+    );
+    let r = login(&w, json!({"code": "code-OK_1"}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json_body().unwrap();
+    assert_eq!(body["expires_in"], 7200);
+    assert_eq!(body.as_object().unwrap().len(), 2);
+    let token = body["token"].as_str().unwrap();
+    let s = crate::session::verify(&Secret::new(SESSION_SECRET), token, NOW).unwrap();
+    assert_eq!(s.openid, OPENID);
+    assert_no_secret(&w, &r);
+    let sent = w.wx.sent_to("/sns/jscode2session");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].url.starts_with(
+        "https://api.weixin.qq.com/sns/jscode2session?appid=wx1234567890abcdef&secret="
+    ));
+    assert!(
+        sent[0]
+            .url
+            .ends_with("&js_code=code-OK_1&grant_type=authorization_code")
+    );
+}
+
+#[test]
+fn login_maps_each_errcode() {
+    let cases = [
+        (40029, 401, "invalid_code"),
+        (40163, 401, "invalid_code"),
+        (45011, 429, "rate_limited"),
+        (40226, 403, "user_blocked"),
+        (-1, 503, "wechat_busy"),
+        (40013, 502, "wechat_error"),
+    ];
+    for (errcode, status, expected) in cases {
+        let w = World::new();
+        w.wx.codes.borrow_mut().insert(
+            "c1".into(),
+            json!({"errcode": errcode, "errmsg": "x"}).to_string(),
+        );
+        let r = login(&w, json!({"code": "c1"}));
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (status, expected),
+            "{errcode}"
+        );
+        assert_no_secret(&w, &r);
+        if expected == "wechat_error" {
+            assert!(message(&r).contains("40013"));
+        }
+    }
+}
+
+#[test]
+fn login_transport_failures_never_leak_the_secret() {
+    for (fault, status, expected) in [
+        (Fault::Timeout, 504, "wechat_unreachable"),
+        (Fault::Unreachable, 504, "wechat_unreachable"),
+        (Fault::Denied, 500, "outbound_denied"),
+    ] {
+        let w = World::new();
+        w.wx.fault("/sns/jscode2session", fault.clone());
+        let r = login(&w, json!({"code": "c1"}));
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (status, expected),
+            "{fault:?}"
+        );
+        assert_no_secret(&w, &r);
+    }
+    // The transport error types themselves never carry a URL.
+    let e = TransportError::Timeout;
+    assert!(!e.to_string().contains("http"));
+}
+
+#[test]
+fn login_refuses_bad_codes_without_calling_wechat() {
+    let w = World::new();
+    for body in [
+        json!({"code": ""}),
+        json!({"code": "a b"}),
+        json!({"code": "x".repeat(129)}),
+        json!({"code": "abc&secret=x"}),
+        json!({"code": 5}),
+        json!({}),
+    ] {
+        let r = login(&w, body.clone());
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (400, "invalid_code"),
+            "{body}"
+        );
+    }
+    let r = block_on(login::login(&w.login_env(), &Request::new("{\"code\": ")));
+    assert_eq!(code(&r), "invalid_json");
+    for broken in [
+        "{\"code\": \"SECRETISH",
+        "{\"code\": SECRETISH}",
+        "{\"SECRETISH\" 1}",
+    ] {
+        let r = block_on(login::login(&w.login_env(), &Request::new(broken)));
+        assert_eq!(code(&r), "invalid_json", "{broken}");
+        assert!(message(&r).contains("line 1 column"), "{r:?}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("SECRETISH"),
+            "{r:?}"
+        );
+    }
+    assert!(w.wx.sent.borrow().is_empty());
+    // 128 characters is fine (and unknown to WeChat).
+    let r = login(&w, json!({"code": "x".repeat(128)}));
+    assert_eq!(r.status, 401);
+}
+
+// ---- create ---------------------------------------------------------------------------------------
+
+#[test]
+fn create_happy_path() {
+    for sign_type in [SignType::Md5, SignType::HmacSha256] {
+        let w = World::with(sign_type);
+        let r = w.create(json!({"sku": "coffee-L", "quantity": 2, "amount": 1, "total_fee": 1, "attach": "table 7"}));
+        assert_eq!(r.status, 201, "{r:?}");
+        let body = r.json_body().unwrap();
+        let order_no = body["order"]["order_no"].as_str().unwrap();
+        assert_eq!(body["order"]["status"], "AWAITING_PAYMENT");
+        assert_eq!(body["order"]["total_fee"], 3980);
+        assert!(body["order"].get("openid").is_none());
+        let params: PayParams = serde_json::from_value(body["pay_params"].clone()).unwrap();
+        let m = merchant(sign_type);
+        assert!(verify_pay_params(&m.appid, &params, &m.api_key));
+        assert_eq!(params.package, format!("prepay_id=wx{order_no}"));
+        assert_eq!(params.sign_type, sign_type.as_str());
+        assert_eq!(params.time_stamp, NOW.to_string());
+
+        let stored = w.order(order_no);
+        assert_eq!(stored.status, Status::AwaitingPayment);
+        assert_eq!(stored.total_fee, Fen(3980));
+        assert_eq!(stored.openid, OPENID);
+        assert_eq!(
+            stored.prepay_id.as_deref(),
+            Some(format!("wx{order_no}").as_str())
+        );
+        assert_eq!(stored.prepay_expires_at, Some(NOW + 7200));
+        assert_eq!(stored.mode, Mode::Live);
+        assert_eq!(status_events_to(&stored, Status::AwaitingPayment), 1);
+
+        let sent = w.wx.sent_to("/pay/unifiedorder");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0].url,
+            "https://api.mch.weixin.qq.com/pay/unifiedorder"
+        );
+        let p = xml::read(sent[0].body.as_bytes()).unwrap();
+        assert_eq!(p["total_fee"], "3980");
+        assert_eq!(p["out_trade_no"], order_no);
+        assert_eq!(p["spbill_create_ip"], "203.0.113.9");
+        assert_eq!(p["body"], "Large coffee");
+        assert_eq!(p["openid"], OPENID);
+        assert_eq!(p["attach"], "table 7");
+        assert_eq!(p["notify_url"], "https://shop.example.com/api/wxpay/notify");
+        assert_eq!(p["time_expire"], crate::time::beijing_compact(NOW + 7200));
+        assert_eq!(p["trade_type"], "JSAPI");
+        // CREATED then AWAITING_PAYMENT.
+        assert_eq!(w.store.writes.get(), 2);
+    }
+}
+
+#[test]
+fn create_stores_before_calling_wechat() {
+    let w = World::new();
+    w.store.fail_sets("order:", None);
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 1}));
+    assert_eq!((r.status, code(&r).as_str()), (503, "store_unavailable"));
+    assert!(w.wx.sent.borrow().is_empty());
+    assert!(w.store.orders().is_empty());
+}
+
+#[test]
+fn create_refuses_bad_input() {
+    let w = World::new();
+    let token = w.token(OPENID);
+    let send = |body: &[u8], auth: Option<String>| {
+        let mut req = Request::new(body.to_vec()).with_client_addr(CLIENT);
+        req.authorization = auth;
+        block_on(orders::create(&w.shop(), &req))
+    };
+    let bearer = Some(format!("Bearer {token}"));
+
+    let r = send(b"{\"sku\": \"coffee-L\", ", bearer.clone());
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_json"));
+    assert!(message(&r).contains("line 1 column"), "{r:?}");
+    let r = send(b"[1]", bearer.clone());
+    assert_eq!(code(&r), "invalid_json");
+
+    let big = format!(
+        r#"{{"sku":"coffee-L","quantity":1,"x":"{}"}}"#,
+        "a".repeat(70_000)
+    );
+    let r = send(big.as_bytes(), bearer.clone());
+    assert_eq!((r.status, code(&r).as_str()), (413, "body_too_large"));
+
+    for q in ["0", "-1", "1000", "1.5", "\"2\"", "null", "true", "1e2"] {
+        let body = format!(r#"{{"sku":"coffee-L","quantity":{q}}}"#);
+        let r = send(body.as_bytes(), bearer.clone());
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (400, "invalid_quantity"),
+            "{q}"
+        );
+        assert!(message(&r).contains("quantity"), "{q}");
+    }
+    let r = send(br#"{"sku":"coffee-L"}"#, bearer.clone());
+    assert_eq!(code(&r), "invalid_quantity");
+
+    for sku in ["nope", "old-tea", "bad sku!", ""] {
+        let body = json!({"sku": sku, "quantity": 1}).to_string();
+        let r = send(body.as_bytes(), bearer.clone());
+        assert_eq!((r.status, code(&r).as_str()), (404, "unknown_sku"), "{sku}");
+    }
+    let r = send(br#"{"quantity":1}"#, bearer.clone());
+    assert_eq!(code(&r), "invalid_sku");
+    let body = json!({"sku": "coffee-L", "quantity": 1, "attach": "x".repeat(128)}).to_string();
+    assert_eq!(
+        code(&send(body.as_bytes(), bearer.clone())),
+        "invalid_attach"
+    );
+
+    let ok = br#"{"sku":"coffee-L","quantity":1}"#;
+    let r = send(ok, None);
+    assert_eq!((r.status, code(&r).as_str()), (401, "missing_token"));
+    let r = send(ok, Some("Basic abc".into()));
+    assert_eq!(code(&r), "invalid_token");
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let r = send(ok, Some(format!("Bearer {tampered}")));
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_token"));
+    let r = send(ok, Some("Bearer garbage".into()));
+    assert_eq!(code(&r), "invalid_token");
+    let old =
+        crate::session::issue(&Secret::new(SESSION_SECRET), OPENID, NOW - 8000, 7200).unwrap();
+    let r = send(ok, Some(format!("Bearer {old}")));
+    assert_eq!((r.status, code(&r).as_str()), (401, "token_expired"));
+
+    assert!(w.wx.sent.borrow().is_empty());
+    assert!(w.store.orders().is_empty());
+}
+
+#[test]
+fn systemerror_is_retried_with_identical_bytes() {
+    let w = World::new();
+    w.wx.fault("/pay/unifiedorder", Fault::Refuse("SYSTEMERROR"));
+    w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let sent = w.wx.sent_to("/pay/unifiedorder");
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|s| s == &sent[0]));
+}
+
+#[test]
+fn retries_are_bounded() {
+    let w = World::new();
+    for _ in 0..3 {
+        w.wx.fault("/pay/unifiedorder", Fault::Refuse("SYSTEMERROR"));
+    }
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (503, "wechat_busy"));
+    assert_eq!(w.wx.sent_to("/pay/unifiedorder").len(), 3);
+    assert_eq!(w.store.orders()[0].status, Status::Created);
+
+    let w = World::new();
+    for _ in 0..3 {
+        w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    }
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (504, "wechat_unreachable"));
+    let sent = w.wx.sent_to("/pay/unifiedorder");
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|s| s == &sent[0]));
+    let orders = w.store.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].status, Status::Created);
+    assert!(orders[0].events.is_empty());
+}
+
+#[test]
+fn untrusted_replies_give_no_pay_params() {
+    for fault in [Fault::BadSignature, Fault::ForeignMchId, Fault::Http(404)] {
+        let w = World::new();
+        w.wx.fault("/pay/unifiedorder", fault.clone());
+        let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (502, "wechat_reply_untrusted"),
+            "{fault:?}"
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("paySign"));
+        assert_eq!(w.store.orders()[0].status, Status::Created, "{fault:?}");
+        assert_eq!(w.wx.sent_to("/pay/unifiedorder").len(), 1);
+    }
+}
+
+#[test]
+fn refusals_fail_the_order_with_an_event() {
+    let w = World::new();
+    w.wx.fault("/pay/unifiedorder", Fault::ReturnFail("invalid notify_url"));
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (502, "wechat_refused"));
+    assert!(message(&r).contains("invalid notify_url"));
+    let o = &w.store.orders()[0];
+    assert_eq!(o.status, Status::Failed);
+    assert!(
+        matches!(&o.events[..], [Event::Status { to: Status::Failed, reason: Some(r), .. }] if r.contains("invalid notify_url"))
+    );
+
+    let w = World::new();
+    w.wx.fault("/pay/unifiedorder", Fault::Refuse("NOTENOUGH"));
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (502, "wechat_refused"));
+    assert!(message(&r).contains("NOTENOUGH"));
+    assert_eq!(w.wx.sent_to("/pay/unifiedorder").len(), 1);
+    let o = &w.store.orders()[0];
+    assert_eq!(o.status, Status::Failed);
+    assert!(matches!(&o.events[..], [Event::Status { reason: Some(r), .. }] if r == "NOTENOUGH"));
+
+    // ORDERPAID is not a failure of the order: it stays for reconcile.
+    let w = World::new();
+    w.wx.fault("/pay/unifiedorder", Fault::Refuse("ORDERPAID"));
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!(code(&r), "wechat_refused");
+    assert_eq!(w.store.orders()[0].status, Status::Created);
+}
+
+#[test]
+fn a_failed_prepay_write_is_not_answered_with_pay_params() {
+    let w = World::new();
+    // The CREATED write passes, the AWAITING_PAYMENT one fails.
+    w.store.fail_sets_after("order:", 1, None);
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (503, "store_unavailable"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("paySign"));
+    assert_eq!(w.store.orders()[0].status, Status::Created);
+}
+
+// ---- get ------------------------------------------------------------------------------------------
+
+#[test]
+fn get_is_owner_only_with_one_answer_for_unknown_and_foreign() {
+    let w = World::new();
+    let no = w.awaiting();
+    let r = w.get(&no, OPENID);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json_body().unwrap()["order_no"], no.as_str());
+    let foreign = w.get(&no, OTHER);
+    let unknown = w.get("20240501160000ffffffffffffffff", OPENID);
+    let malformed = w.get("../etc", OPENID);
+    assert_eq!(
+        (foreign.status, code(&foreign).as_str()),
+        (404, "order_not_found")
+    );
+    assert_eq!(foreign.body, unknown.body);
+    assert_eq!(foreign.body, malformed.body);
+    let r = block_on(orders::get(&w.shop(), &Request::new(""), &no));
+    assert_eq!(code(&r), "missing_token");
+}
+
+#[test]
+fn get_queries_at_most_every_five_seconds() {
+    let w = World::new();
+    let no = w.awaiting();
+    assert_eq!(w.get(&no, OPENID).status, 200);
+    w.clock.advance(4);
+    assert_eq!(w.get(&no, OPENID).status, 200);
+    assert_eq!(w.wx.sent_to("/pay/orderquery").len(), 1);
+    assert_eq!(w.order(&no).last_checked_at, Some(NOW));
+    w.clock.advance(1);
+    assert_eq!(w.get(&no, OPENID).status, 200);
+    assert_eq!(w.wx.sent_to("/pay/orderquery").len(), 2);
+    assert_eq!(w.order(&no).status, Status::AwaitingPayment);
+}
+
+#[test]
+fn get_finds_a_payment_whose_notification_was_lost() {
+    let w = World::new();
+    let no = w.awaiting();
+    let trade = w.wx.pay(&no, 3980);
+    let r = w.get(&no, OPENID);
+    let body = r.json_body().unwrap();
+    assert_eq!(body["status"], "PAID");
+    assert_eq!(body["transaction_id"], trade.transaction_id.as_str());
+    assert_eq!(body["paid_at"], "2024-05-01T08:03:12Z");
+    let o = w.order(&no);
+    assert_eq!(o.status, Status::Paid);
+    assert_eq!(status_events_to(&o, Status::Paid), 1);
+    // A late notification is then a duplicate: no write.
+    let writes = w.store.writes.get();
+    let (resp, outcome) = w.notify(&w.notification(&no, |p| {
+        p.insert("transaction_id".into(), trade.transaction_id.clone());
+    }));
+    assert_eq!(resp.body, SUCCESS_REPLY.as_bytes());
+    assert!(matches!(outcome, notify::NotifyOutcome::Duplicate { .. }));
+    assert_eq!(w.store.writes.get(), writes);
+}
+
+#[test]
+fn get_applies_closed_and_alerts_on_amount_mismatch() {
+    let w = World::new();
+    let no = w.awaiting();
+    w.wx.pay(&no, 1);
+    let r = w.get(&no, OPENID);
+    assert_eq!(r.json_body().unwrap()["status"], "AWAITING_PAYMENT");
+    let o = w.order(&no);
+    assert_eq!(alerts(&o).len(), 1);
+    assert!(alerts(&o)[0].contains("total_fee 1"));
+
+    let w = World::new();
+    let no = w.awaiting();
+    w.wx.set_state(&no, "CLOSED", 3980);
+    let r = w.get(&no, OPENID);
+    assert_eq!(r.json_body().unwrap()["status"], "CLOSED");
+    assert_eq!(w.order(&no).status, Status::Closed);
+}
+
+#[test]
+fn get_answers_the_stored_order_when_wechat_fails() {
+    let w = World::new();
+    let no = w.awaiting();
+    let writes = w.store.writes.get();
+    w.wx.fault("/pay/orderquery", Fault::Timeout);
+    let r = w.get(&no, OPENID);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json_body().unwrap()["status"], "AWAITING_PAYMENT");
+    assert_eq!(w.store.writes.get(), writes);
+    // A store that cannot be written still answers what WeChat said.
+    w.wx.pay(&no, 3980);
+    w.store.fail_sets("order:", None);
+    let r = w.get(&no, OPENID);
+    assert_eq!(r.json_body().unwrap()["status"], "PAID");
+}
+
+// ---- pay-sign -------------------------------------------------------------------------------------
+
+#[test]
+fn pay_params_are_fresh_and_owner_only() {
+    let w = World::new();
+    let no = w.awaiting();
+    let writes = w.store.writes.get();
+    let sent = w.wx.sent.borrow().len();
+    w.clock.advance(60);
+    let r = w.pay_params(&no, OPENID);
+    assert_eq!(r.status, 200, "{r:?}");
+    let p: PayParams = serde_json::from_slice(&r.body).unwrap();
+    let m = merchant(SignType::Md5);
+    assert!(verify_pay_params(&m.appid, &p, &m.api_key));
+    assert_eq!(p.package, format!("prepay_id=wx{no}"));
+    assert_eq!(p.time_stamp, (NOW + 60).to_string());
+    let again: PayParams = serde_json::from_slice(&w.pay_params(&no, OPENID).body).unwrap();
+    assert_ne!(again.nonce_str, p.nonce_str);
+    assert_eq!(w.store.writes.get(), writes);
+    assert_eq!(w.wx.sent.borrow().len(), sent);
+
+    let r = w.pay_params(&no, OTHER);
+    assert_eq!((r.status, code(&r).as_str()), (404, "order_not_found"));
+
+    w.clock.advance(7200);
+    let r = w.pay_params(&no, OPENID);
+    assert_eq!((r.status, code(&r).as_str()), (410, "prepay_expired"));
+
+    let (_, outcome) = w.notify(&w.notification(&no, |_| {}));
+    assert!(matches!(outcome, notify::NotifyOutcome::Applied { .. }));
+    let r = w.pay_params(&no, OPENID);
+    assert_eq!((r.status, code(&r).as_str()), (409, "not_awaiting_payment"));
+}
+
+#[test]
+fn pay_sign_needs_no_transport() {
+    let w = World::new();
+    let no = w.awaiting();
+    let env = Env::new(
+        &w.store,
+        (),
+        &w.clock,
+        &w.nonce,
+        ShopConfig {
+            merchant: merchant(SignType::Md5),
+            session: session_config(),
+        },
+    );
+    let req = Request::new("").with_bearer(&w.token(OPENID));
+    assert_eq!(block_on(pay_sign::pay_params(&env, &req, &no)).status, 200);
+}
+
+// ---- notify ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_valid_notification_pays_the_order_once() {
+    let w = World::new();
+    let no = w.awaiting();
+    w.clock.advance(300);
+    let (r, outcome) = w.notify(&w.notification(&no, |_| {}));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "text/xml");
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert_eq!(
+        outcome,
+        notify::NotifyOutcome::Applied {
+            order_no: no.clone(),
+            transaction_id: "4200001234202405011234567890".into()
+        }
+    );
+    let o = w.order(&no);
+    assert_eq!(o.status, Status::Paid);
+    assert_eq!(o.paid_at.as_deref(), Some("2024-05-01T08:03:12Z"));
+    assert_eq!(status_events_to(&o, Status::Paid), 1);
+    assert!(
+        matches!(o.events.last(), Some(Event::Notify { result: NotifyResult::Applied, at, .. }) if at == "2024-05-01T08:03:12Z")
+    );
+
+    // Duplicates: SUCCESS, no write.
+    let writes = w.store.writes.get();
+    for _ in 0..3 {
+        let (r, outcome) = w.notify(&w.notification(&no, |_| {}));
+        assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+        assert!(matches!(outcome, notify::NotifyOutcome::Duplicate { .. }));
+    }
+    assert_eq!(w.store.writes.get(), writes);
+    assert_eq!(status_events_to(&w.order(&no), Status::Paid), 1);
+}
+
+#[test]
+fn hmac_notifications_work_too() {
+    let w = World::with(SignType::HmacSha256);
+    let no = w.awaiting();
+    let (r, _) = w.notify(&w.notification(&no, |p| {
+        p.insert("sign_type".into(), "HMAC-SHA256".into());
+    }));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert_eq!(w.order(&no).status, Status::Paid);
+}
+
+#[test]
+fn forged_and_hostile_notifications_change_nothing() {
+    let w = World::new();
+    let no = w.awaiting();
+    let before = w.store.raw(&crate::order::order_key(&no));
+    let writes = w.store.writes.get();
+    let forged = String::from_utf8(w.notification(&no, |_| {}))
+        .unwrap()
+        .replace("<total_fee><![CDATA[3980]]>", "<total_fee><![CDATA[1]]>");
+    let xxe = format!(
+        r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><out_trade_no>{no}</out_trade_no><x>&e;</x></xml>"#
+    );
+    let other_key = {
+        let mut p: Params = xml::read(&w.notification(&no, |_| {})).unwrap();
+        sign_in_place(&mut p, &Secret::new("x".repeat(32)), SignType::Md5);
+        xml::write(&p)
+    };
+    for body in [
+        forged.as_bytes(),
+        xxe.as_bytes(),
+        other_key.as_bytes(),
+        b"",
+        b"not xml",
+    ] {
+        let (r, outcome) = w.notify(body);
+        let reply = xml::read(&r.body).unwrap();
+        assert_eq!(reply["return_code"], "FAIL");
+        assert_eq!(r.content_type, "text/xml");
+        assert!(
+            matches!(outcome, notify::NotifyOutcome::Rejected { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(w.store.raw(&crate::order::order_key(&no)), before);
+    assert_eq!(w.store.writes.get(), writes);
+}
+
+#[test]
+fn mismatching_notifications_alert_once_and_answer_success() {
+    type Edit = fn(&mut Params);
+    let edits: [(&str, Edit); 3] = [
+        ("total_fee", |p| {
+            p.insert("total_fee".into(), "1".into());
+        }),
+        ("mch_id", |p| {
+            p.insert("mch_id".into(), "1999999999".into());
+        }),
+        ("result_code", |p| {
+            p.insert("result_code".into(), "FAIL".into());
+            p.insert("err_code".into(), "NOTENOUGH".into());
+            p.remove("time_end");
+        }),
+    ];
+    for (what, edit) in edits {
+        let w = World::new();
+        let no = w.awaiting();
+        let body = w.notification(&no, edit);
+        let (r, outcome) = w.notify(&body);
+        assert_eq!(r.body, SUCCESS_REPLY.as_bytes(), "{what}");
+        assert!(
+            matches!(
+                &outcome,
+                notify::NotifyOutcome::Alerted { recorded: true, .. }
+            ),
+            "{what}: {outcome:?}"
+        );
+        let o = w.order(&no);
+        assert_eq!(o.status, Status::AwaitingPayment, "{what}");
+        assert_eq!(alerts(&o).len(), 1, "{what}");
+        assert!(o.events.iter().any(|e| matches!(
+            e,
+            Event::Notify {
+                result: NotifyResult::Rejected,
+                ..
+            }
+        )));
+        // The same notification again: SUCCESS, nothing written.
+        let writes = w.store.writes.get();
+        let (r, outcome) = w.notify(&body);
+        assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+        assert!(matches!(
+            outcome,
+            notify::NotifyOutcome::Alerted {
+                recorded: false,
+                ..
+            }
+        ));
+        assert_eq!(w.store.writes.get(), writes, "{what}");
+    }
+}
+
+#[test]
+fn an_alert_write_failure_answers_fail() {
+    let w = World::new();
+    let no = w.awaiting();
+    w.store.fail_sets("order:", None);
+    let (r, outcome) = w.notify(&w.notification(&no, |p| {
+        p.insert("total_fee".into(), "1".into());
+    }));
+    assert_eq!(xml::read(&r.body).unwrap()["return_code"], "FAIL");
+    assert!(matches!(outcome, notify::NotifyOutcome::Failed { .. }));
+}
+
+#[test]
+fn unknown_orders_are_answered_fail() {
+    let w = World::new();
+    for no in ["20240501160000ffffffffffffffff", "x"] {
+        let (r, outcome) = w.notify(&w.notification(no, |_| {}));
+        assert_eq!(xml::read(&r.body).unwrap()["return_code"], "FAIL");
+        assert!(matches!(outcome, notify::NotifyOutcome::Rejected { .. }));
+    }
+    assert_eq!(w.store.writes.get(), 0);
+}
+
+#[test]
+fn a_failed_write_answers_fail_and_the_retry_applies_once() {
+    let w = World::new();
+    let no = w.awaiting();
+    let body = w.notification(&no, |_| {});
+    w.store.fail_sets("order:", Some(1));
+    let (r, outcome) = w.notify(&body);
+    assert_eq!(xml::read(&r.body).unwrap()["return_code"], "FAIL");
+    assert!(matches!(outcome, notify::NotifyOutcome::Failed { .. }));
+    assert_eq!(w.order(&no).status, Status::AwaitingPayment);
+    w.store.fail_get.set(true);
+    let (r, outcome) = w.notify(&body);
+    assert_eq!(xml::read(&r.body).unwrap()["return_code"], "FAIL");
+    assert!(matches!(outcome, notify::NotifyOutcome::Failed { .. }));
+    w.store.heal();
+    let (r, _) = w.notify(&body);
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    let o = w.order(&no);
+    assert_eq!(o.status, Status::Paid);
+    assert_eq!(status_events_to(&o, Status::Paid), 1);
+}
+
+#[test]
+fn concurrent_duplicates_write_identical_bytes() {
+    let w = World::new();
+    let no = w.awaiting();
+    let start = w.store.raw(&crate::order::order_key(&no)).unwrap();
+    let body = w.notification(&no, |_| {});
+    let mut results = Vec::new();
+    // Two handlers that both read the same start state, at different wall-clock times.
+    for delay in [1, 17] {
+        let store = MemStore::default();
+        store
+            .data
+            .borrow_mut()
+            .insert(crate::order::order_key(&no), start.clone());
+        let clock = FakeClock::new(NOW + delay);
+        let env = Env::new(&store, (), &clock, &w.nonce, merchant(SignType::Md5));
+        let (r, _) = block_on(notify::notify(&env, &body));
+        assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+        results.push(store.raw(&crate::order::order_key(&no)).unwrap());
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn a_payment_for_a_locally_closed_order_is_recorded_with_an_alert() {
+    let w = World::new();
+    let no = w.awaiting();
+    let mut o = w.order(&no);
+    let _ = o
+        .apply(
+            crate::order::Trigger::ClosedAtWechat {
+                reason: "test".into(),
+            },
+            "2024-05-01T08:01:00Z",
+        )
+        .unwrap();
+    w.store.put_order(&o);
+    let (r, _) = w.notify(&w.notification(&no, |_| {}));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    let o = w.order(&no);
+    assert_eq!(o.status, Status::Paid);
+    assert_eq!(alerts(&o).len(), 1);
+}
+
+// ---- admin ----------------------------------------------------------------------------------------
+
+#[test]
+fn admin_needs_the_admin_token() {
+    let w = World::new();
+    for auth in [
+        None,
+        Some("Bearer wrong-token-xxxxxxxx".to_owned()),
+        Some(format!("Bearer {}", w.token(OPENID))),
+        Some(ADMIN_TOKEN.to_owned()),
+    ] {
+        let mut req = Request::new("");
+        req.authorization = auth.clone();
+        for (method, path) in [
+            ("GET", "/api/admin/products"),
+            ("POST", "/api/admin/reconcile"),
+            ("GET", "/api/admin/nothing"),
+        ] {
+            let r = block_on(admin::handle(&w.admin_env(), method, path, &req));
+            assert_eq!(
+                (r.status, code(&r).as_str()),
+                (401, "unauthorized"),
+                "{auth:?} {path}"
+            );
+        }
+        let r = block_on(admin::reconcile(&w.admin_env(), &req));
+        assert_eq!(r.status, 401);
+    }
+    assert!(w.wx.sent.borrow().is_empty());
+}
+
+#[test]
+fn admin_product_crud() {
+    let w = World::new();
+    let r = w.admin(
+        "PUT",
+        "/api/admin/products/tea-M",
+        json!({"name": "Medium tea", "price": 1200}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json_body().unwrap(),
+        json!({"sku": "tea-M", "name": "Medium tea", "price": 1200, "active": true})
+    );
+    let r = w.admin("GET", "/api/admin/products/tea-M", Value::Null);
+    assert_eq!(r.json_body().unwrap()["price"], 1200);
+    let r = w.admin("GET", "/api/admin/products", Value::Null);
+    let skus: Vec<String> = r.json_body().unwrap()["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(skus, ["coffee-L", "old-tea", "tea-M"]);
+    let r = w.admin(
+        "PUT",
+        "/api/admin/products/tea-M",
+        json!({"name": "Medium tea", "price": 1300, "active": false}),
+    );
+    assert_eq!(r.json_body().unwrap()["active"], false);
+    let r = w.admin("DELETE", "/api/admin/products/tea-M", Value::Null);
+    assert_eq!(r.status, 204);
+    let r = w.admin("DELETE", "/api/admin/products/tea-M", Value::Null);
+    assert_eq!((r.status, code(&r).as_str()), (404, "unknown_sku"));
+    let r = w.admin("GET", "/api/admin/products/tea-M", Value::Null);
+    assert_eq!(code(&r), "unknown_sku");
+
+    for (body, expected) in [
+        (json!({"name": "", "price": 100}), "invalid_name"),
+        (
+            json!({"name": "x".repeat(128), "price": 100}),
+            "invalid_name",
+        ),
+        (json!({"price": 100}), "invalid_name"),
+        (json!({"name": "Tea", "price": 0}), "invalid_price"),
+        (json!({"name": "Tea", "price": 1.5}), "invalid_price"),
+        (json!({"name": "Tea", "price": "100"}), "invalid_price"),
+        (json!({"name": "Tea", "price": -1}), "invalid_price"),
+        (
+            json!({"name": "Tea", "price": 1, "active": "yes"}),
+            "invalid_active",
+        ),
+    ] {
+        let r = w.admin("PUT", "/api/admin/products/tea-S", body.clone());
+        assert_eq!((r.status, code(&r).as_str()), (400, expected), "{body}");
+    }
+    let r = w.admin(
+        "PUT",
+        "/api/admin/products/bad%20sku",
+        json!({"name": "Tea", "price": 1}),
+    );
+    assert_eq!(code(&r), "invalid_sku");
+    assert!(message(&r).contains("sku"));
+    let r = w.admin("PATCH", "/api/admin/products/tea-S", Value::Null);
+    assert_eq!(r.status, 405);
+    let r = w.admin("GET", "/api/admin/elsewhere", Value::Null);
+    assert_eq!((r.status, code(&r).as_str()), (404, "not_found"));
+}
+
+#[test]
+fn admin_sees_the_full_order_record() {
+    let w = World::new();
+    let no = w.awaiting();
+    let r = w.admin("GET", &format!("/api/admin/orders/{no}"), Value::Null);
+    let body = r.json_body().unwrap();
+    assert_eq!(body["openid"], OPENID);
+    assert_eq!(body["prepay_id"], format!("wx{no}").as_str());
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+    let r = w.admin(
+        "GET",
+        "/api/admin/orders/20240501160000ffffffffffffffff",
+        Value::Null,
+    );
+    assert_eq!((r.status, code(&r).as_str()), (404, "order_not_found"));
+}
+
+#[test]
+fn reconcile_settles_each_kind_of_order() {
+    let w = World::new();
+    // a: paid at WeChat, notification lost.
+    let a = w.awaiting();
+    w.wx.pay(&a, 3980);
+    // b: expired unpaid: closed at WeChat, then here.
+    let b = w.awaiting();
+    // c: expired; WeChat says NOTPAY, then closeorder says ORDERPAID, then the query says paid.
+    let c = w.awaiting();
+    w.wx.pay(&c, 3980);
+    w.wx.fault_for("/pay/orderquery", &c, Fault::State("NOTPAY"));
+    // d: expired; NOTPAY then closeorder ORDERCLOSED.
+    let d = w.awaiting();
+    w.wx.set_state(&d, "CLOSED", 3980);
+    w.wx.fault_for("/pay/orderquery", &d, Fault::State("NOTPAY"));
+    // e: closed at WeChat.
+    let e = w.awaiting();
+    w.wx.set_state(&e, "REVOKED", 3980);
+    // f: WeChat does not answer.
+    let f = w.awaiting();
+    w.wx.fault_for("/pay/orderquery", &f, Fault::Timeout);
+    // g: already paid: not checked.
+    let g = w.awaiting();
+    let (_, outcome) = w.notify(&w.notification(&g, |_| {}));
+    assert!(matches!(outcome, notify::NotifyOutcome::Applied { .. }));
+    // h: a CREATED order WeChat never saw (its unified order timed out).
+    for _ in 0..3 {
+        w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    }
+    assert_eq!(
+        w.create(json!({"sku": "coffee-L", "quantity": 1})).status,
+        504
+    );
+    let h = w
+        .store
+        .orders()
+        .into_iter()
+        .find(|o| o.status == Status::Created)
+        .unwrap()
+        .order_no;
+    w.wx.trades.borrow_mut().remove(&h);
+
+    w.clock.advance(7200);
+    // i: AWAITING_PAYMENT, not expired, unpaid: unchanged.
+    let i = w.awaiting();
+    // j: CREATED a moment ago: left alone.
+    let mut j = w.order(&i);
+    j.order_no = "20240501180000jjjjjjjjjjjjjjjj".into();
+    j.status = Status::Created;
+    j.created_at = crate::time::rfc3339(w.clock.now_unix() - 30);
+    j.events.clear();
+    w.store.put_order(&j);
+
+    let queries_before = w.wx.sent_to("/pay/orderquery").len();
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json_body().unwrap();
+    assert_eq!(body["checked"], 8, "{body}");
+    assert_eq!(body["paid"], 2, "{body}");
+    assert_eq!(body["closed"], 4, "{body}");
+    assert_eq!(body["failed"], 1, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].as_str().unwrap().starts_with(&f));
+
+    assert_eq!(w.order(&a).status, Status::Paid);
+    assert_eq!(w.order(&a).paid_at.as_deref(), Some("2024-05-01T08:03:12Z"));
+    assert_eq!(w.order(&b).status, Status::Closed);
+    assert_eq!(w.wx.trades.borrow()[&b].state, "CLOSED");
+    assert_eq!(w.order(&c).status, Status::Paid);
+    assert_eq!(w.order(&d).status, Status::Closed);
+    assert_eq!(w.order(&e).status, Status::Closed);
+    assert_eq!(w.order(&f).status, Status::AwaitingPayment);
+    assert_eq!(w.order(&g).status, Status::Paid);
+    assert_eq!(w.order(&h).status, Status::Closed);
+    assert_eq!(w.order(&i).status, Status::AwaitingPayment);
+    assert_eq!(w.order(&j.order_no).status, Status::Created);
+    // Closing asked WeChat to close b, c and d (in that order), and nothing else.
+    let closes: Vec<String> =
+        w.wx.sent_to("/pay/closeorder")
+            .iter()
+            .map(|s| xml::read(s.body.as_bytes()).unwrap()["out_trade_no"].clone())
+            .collect();
+    let mut expected = vec![b.clone(), c.clone(), d.clone()];
+    expected.sort();
+    let mut closes_sorted = closes.clone();
+    closes_sorted.sort();
+    assert_eq!(closes_sorted, expected);
+    // 8 checked + 1 re-query for c.
+    assert_eq!(w.wx.sent_to("/pay/orderquery").len() - queries_before, 9);
+
+    // A second run checks what is still open: f (now answered: expired, so closed) and i.
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    let body = r.json_body().unwrap();
+    assert_eq!(
+        (
+            body["checked"].as_u64(),
+            body["paid"].as_u64(),
+            body["closed"].as_u64(),
+            body["failed"].as_u64()
+        ),
+        (Some(2), Some(0), Some(1), Some(0)),
+        "{body}"
+    );
+    assert_eq!(w.order(&f).status, Status::Closed);
+}
+
+#[test]
+fn reconcile_survives_a_store_failure_per_order() {
+    let w = World::new();
+    let a = w.awaiting();
+    let b = w.awaiting();
+    w.wx.pay(&a, 3980);
+    w.wx.pay(&b, 3980);
+    w.store.fail_sets(&crate::order::order_key(&a), None);
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    let body = r.json_body().unwrap();
+    assert_eq!(body["paid"], 1, "{body}");
+    assert_eq!(body["failed"], 1, "{body}");
+    assert_eq!(w.order(&b).status, Status::Paid);
+    assert_eq!(w.order(&a).status, Status::AwaitingPayment);
+}
+
+// ---- health ---------------------------------------------------------------------------------------
+
+#[test]
+fn health_reports_problems() {
+    let live: std::collections::BTreeMap<String, String> =
+        [("wxpay_mode".to_owned(), "live".to_owned())]
+            .into_iter()
+            .collect();
+    let r = health::health(&live);
+    assert_eq!(r.status, 200);
+    let body = r.json_body().unwrap();
+    assert_eq!(body["mode"], "live");
+    assert_eq!(body["config_ok"], false);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let vars: Vec<&str> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["variable"].as_str().unwrap())
+        .collect();
+    for v in ["wx_appid", "wxpay_api_key", "session_secret", "admin_token"] {
+        assert!(vars.contains(&v), "{vars:?}");
+    }
+    let sim: std::collections::BTreeMap<String, String> = Default::default();
+    let body = health::health(&sim).json_body().unwrap();
+    assert_eq!(
+        body,
+        json!({"mode": "simulator", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": []})
+    );
+}
+
+#[test]
+fn config_sections_load_together() {
+    let sim: std::collections::BTreeMap<String, String> = Default::default();
+    assert!(ShopConfig::load(&sim).is_ok());
+    assert!(LoginFlowConfig::load(&sim).is_ok());
+    assert!(AdminFlowConfig::load(&sim).is_ok());
+    let live: std::collections::BTreeMap<String, String> =
+        [("wxpay_mode".to_owned(), "live".to_owned())]
+            .into_iter()
+            .collect();
+    let p = ShopConfig::load(&live).unwrap_err();
+    assert!(p.mentions("wx_appid") && p.mentions("session_secret"));
+    assert_eq!(p.iter().filter(|p| p.variable == "wxpay_mode").count(), 0);
+    let r = Response::config_error(&p);
+    assert_eq!((r.status, code(&r).as_str()), (500, "config_error"));
+}
+
+#[test]
+fn client_ip_parsing() {
+    assert_eq!(orders::client_ip(Some("203.0.113.9:5555")), "203.0.113.9");
+    assert_eq!(orders::client_ip(Some("[2001:db8::1]:443")), "2001:db8::1");
+    assert_eq!(orders::client_ip(Some("198.51.100.1")), "198.51.100.1");
+    assert_eq!(orders::client_ip(Some("garbage")), "127.0.0.1");
+    assert_eq!(orders::client_ip(None), "127.0.0.1");
+}
