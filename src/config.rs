@@ -7,7 +7,7 @@
 //! deployment in one pass, and a missing or malformed live setting never panics and never falls
 //! back to the simulator.
 //!
-//! In simulator mode the WeChat calls go to the `simulator` component at `http://self/_sim` with
+//! In simulator mode the WeChat calls go to the `simulator` component at `http://self.alt/_sim` with
 //! the well-known test credentials below; the live credential variables are neither required nor
 //! read.
 //!
@@ -59,10 +59,12 @@ pub const DEFAULT_MCH_API: &str = "https://api.mch.weixin.qq.com";
 /// WeChat (login) API origin in live mode unless `wx_api` says otherwise.
 pub const DEFAULT_WX_API: &str = "https://api.weixin.qq.com";
 
-/// Where the simulator component serves both WeChat APIs (`self` = this Spin app).
-pub const SIM_BASE: &str = "http://self/_sim";
+/// Where the simulator component serves both WeChat APIs. `self.alt` is how a Spin 3+/4 component
+/// addresses its own app (permitted by `allowed_outbound_hosts = ["http://self"]`); a host
+/// literally named `self` is an ordinary, denied host.
+pub const SIM_BASE: &str = "http://self.alt/_sim";
 /// The notify route as the simulator reaches it.
-pub const SIM_NOTIFY_URL: &str = "http://self/api/wxpay/notify";
+pub const SIM_NOTIFY_URL: &str = "http://self.alt/api/wxpay/notify";
 /// The appid of WeChat's public APIv2 examples (PROTOCOL.md S1).
 pub const SIM_APPID: &str = "wxd930ea5d5a258f4f";
 /// The merchant id of WeChat's public APIv2 examples (PROTOCOL.md S1).
@@ -819,17 +821,17 @@ mod tests {
         assert_eq!(m.appid, SIM_APPID);
         assert_eq!(m.mch_id, SIM_MCH_ID);
         assert_eq!(m.api_key.expose(), SIM_API_KEY);
-        assert_eq!(m.notify_url, "http://self/api/wxpay/notify");
+        assert_eq!(m.notify_url, "http://self.alt/api/wxpay/notify");
         assert_eq!(
             m.url("/pay/unifiedorder"),
-            "http://self/_sim/pay/unifiedorder"
+            "http://self.alt/_sim/pay/unifiedorder"
         );
         let l = LoginConfig::load(&src).unwrap();
         assert_eq!(l.appid, SIM_APPID);
         assert_eq!(l.app_secret.expose(), SIM_APP_SECRET);
         assert_eq!(
             l.url("/sns/jscode2session"),
-            "http://self/_sim/sns/jscode2session"
+            "http://self.alt/_sim/sns/jscode2session"
         );
         let s = SessionConfig::load(&src).unwrap();
         assert_eq!(s.secret.expose(), SIM_SESSION_SECRET);

@@ -7,7 +7,7 @@
 //!
 //! | Spin behaviour | module |
 //! |---|---|
-//! | `spin up --build`: build commands, `source` | [`build_app`](crate) |
+//! | `spin up --build`: build commands, `source` (incl. nested-cargo locking) | `build_app` |
 //! | manifest v2 | `manifest` |
 //! | HTTP trigger routing, `spin-*` request headers | `router` |
 //! | instance reuse (128 requests / 16 concurrent), 404 / 500 answers | `app` |
@@ -15,8 +15,13 @@
 //! | `spin:key-value@3.0.0`, `key_value_stores` | [`kv`] |
 //! | `wasi:http` client, `allowed_outbound_hosts`, `self` requests | `outbound` |
 //! | guest stdout / stderr | `logs` |
+//! | (for tests) a local fake HTTP server | [`fake`] |
 //!
-//! Each module's documentation says what it imitates and where it is simplified.
+//! Each module's documentation says what it imitates and where it is simplified. The WASIp3
+//! `wasi:http` notes that matter to app code: self requests must be written
+//! `http://self.alt/<path>` (a relative URL fails inside Wasmtime 44 with
+//! `HTTP-request-URI-invalid`, and a host named `self` is an ordinary, denied host), and
+//! responses are buffered whole.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -286,7 +291,11 @@ impl TestAppBuilder {
         let kv = kv::KvStores::new(self.kv_labels.iter().cloned());
         let resolver = SourceResolver::new(&manifest.dir, uses_cargo)?;
 
-        // Spin loads the components that triggers use.
+        // Like Spin: every component's store labels must be configured...
+        for (id, decl) in &manifest.components {
+            app::check_kv_labels(id, &decl.key_value_stores, &kv)?;
+        }
+        // ...and the components that triggers use are loaded.
         let used: BTreeSet<&str> = manifest
             .http_triggers
             .iter()
@@ -295,7 +304,6 @@ impl TestAppBuilder {
         let mut plans = Vec::new();
         for id in used {
             let decl = &manifest.components[id];
-            app::check_kv_labels(id, &decl.key_value_stores, &kv)?;
             let vars = variables::ComponentVariables::resolve(id, &decl.variables, &app_values)?;
             let hosts = decl
                 .allowed_outbound_hosts
@@ -303,7 +311,9 @@ impl TestAppBuilder {
                 .map(|entry| {
                     variables::Template::new(entry)?
                         .render(&app_values)
-                        .with_context(|| format!("component {id:?}: allowed_outbound_hosts {entry:?}"))
+                        .with_context(|| {
+                            format!("component {id:?}: allowed_outbound_hosts {entry:?}")
+                        })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let allowed_hosts = outbound::AllowedHosts::parse(&hosts)
@@ -397,7 +407,10 @@ impl TestApp {
 
     /// Sends a request from `127.0.0.1:<ephemeral port>`. The URI is usually just a path
     /// (`/api/orders`); `Host` defaults to the listen address.
-    pub async fn request<B: IntoBody>(&self, req: http::Request<B>) -> anyhow::Result<TestResponse> {
+    pub async fn request<B: IntoBody>(
+        &self,
+        req: http::Request<B>,
+    ) -> anyhow::Result<TestResponse> {
         self.request_from(req, outbound::self_request_client_addr())
             .await
     }
@@ -408,9 +421,7 @@ impl TestApp {
         req: http::Request<B>,
         client_addr: SocketAddr,
     ) -> anyhow::Result<TestResponse> {
-        let req = req.map(|body| {
-            http_body_util::Full::new(body.into_body())
-        });
+        let req = req.map(|body| http_body_util::Full::new(body.into_body()));
         let response = self.inner.dispatch(req, client_addr).await?;
         let (parts, body) = response.into_parts();
         Ok(TestResponse {
