@@ -10,5 +10,7 @@ pub mod order;
 pub mod pay_params;
 pub mod secret;
 pub mod session;
+#[cfg(feature = "spin")]
+pub mod spin;
 pub mod time;
 pub mod v2;

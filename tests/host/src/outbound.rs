@@ -319,8 +319,15 @@ impl WasiHttpHooks for OutboundHooks {
                 allowed.allows_url(&uri)
             };
             if !allowed {
+                // Scheme and authority only: a query string may carry a secret
+                // (jscode2session's `secret=`), and Spin logs no more than the host either.
+                let origin = format!(
+                    "{}://{}",
+                    uri.scheme_str().unwrap_or("?"),
+                    uri.authority().map_or("", |a| a.as_str())
+                );
                 eprintln!(
-                    "[spin-test-host] {component}: outbound request to {uri} denied (not in allowed_outbound_hosts)"
+                    "[spin-test-host] {component}: outbound request to {origin} denied (not in allowed_outbound_hosts)"
                 );
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
@@ -338,7 +345,7 @@ impl WasiHttpHooks for OutboundHooks {
             }
             if uri.scheme_str() != Some("http") {
                 return Err(ErrorCode::InternalError(Some(format!(
-                    "spin-test-host: https is not supported (request to {uri}); point the origin at a plain-http fake"
+                    "spin-test-host: https is not supported (request to {}); point the origin at a plain-http fake", uri.authority().map_or("", |a| a.as_str())
                 )))
                 .into());
             }

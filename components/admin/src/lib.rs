@@ -1,0 +1,43 @@
+//! `admin` component: `/api/admin/...` → [`wxpay::flows::admin::handle`] (catalog, order
+//! records, reconcile; `Authorization: Bearer <admin_token>`), and `GET /api/health` →
+//! [`wxpay::flows::health::health`].
+//!
+//! Health lives here because it must read every variable to report every problem, and admin
+//! already holds the merchant credentials; spin.toml therefore declares all variables for this
+//! component. Reaches WeChat Pay (reconcile queries and closes orders).
+
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http_service;
+use wxpay::flows::{AdminFlowConfig, Env, Response, admin, health};
+use wxpay::spin::{self, OsRandom, SpinStore, SpinTransport, SystemClock};
+
+/// The health route as spin.toml declares it (`spin-matched-route`).
+const HEALTH_ROUTE: &str = "/api/health";
+/// Where the admin wildcard route is mounted; the flow routes on the full path.
+const ADMIN_PREFIX: &str = "/api/admin";
+
+#[http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    spin::serve("admin", req, async |incoming, vars| {
+        if incoming.route() == HEALTH_ROUTE {
+            if incoming.method != Method::GET {
+                return incoming.method_not_allowed();
+            }
+            return health::health(vars);
+        }
+        let config = match AdminFlowConfig::load(vars) {
+            Ok(config) => config,
+            Err(problems) => return Response::config_error(&problems),
+        };
+        let env = Env::new(
+            SpinStore::new(),
+            SpinTransport,
+            SystemClock,
+            OsRandom,
+            config,
+        );
+        let path = format!("{ADMIN_PREFIX}{}", incoming.path_info());
+        admin::handle(&env, incoming.method.as_str(), &path, &incoming.request).await
+    })
+    .await
+}

@@ -1,0 +1,38 @@
+//! `order` component: `POST /api/orders` → [`wxpay::flows::orders::create`] and
+//! `GET /api/orders/:order_no` → [`wxpay::flows::orders::get`].
+//!
+//! Reaches WeChat Pay (`wxpay_mch_api`, or the simulator at `http://self`) for unified order
+//! and order query; reads the catalog and reads/writes orders in KV.
+
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http_service;
+use wxpay::flows::{Env, Response, ShopConfig, orders};
+use wxpay::spin::{self, OsRandom, SpinStore, SpinTransport, SystemClock};
+
+#[http_service]
+async fn handle(req: Request) -> impl IntoResponse {
+    spin::serve("order", req, async |incoming, vars| {
+        // `/api/orders/:order_no` carries the parameter, `/api/orders` does not.
+        let order_no = incoming.path_param("order_no");
+        match (&incoming.method, order_no) {
+            (&Method::POST, None) | (&Method::GET, Some(_)) => {}
+            _ => return incoming.method_not_allowed(),
+        }
+        let config = match ShopConfig::load(vars) {
+            Ok(config) => config,
+            Err(problems) => return Response::config_error(&problems),
+        };
+        let env = Env::new(
+            SpinStore::new(),
+            SpinTransport,
+            SystemClock,
+            OsRandom,
+            config,
+        );
+        match order_no {
+            None => orders::create(&env, &incoming.request).await,
+            Some(order_no) => orders::get(&env, &incoming.request, order_no).await,
+        }
+    })
+    .await
+}
