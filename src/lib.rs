@@ -10,6 +10,7 @@ pub mod order;
 pub mod pay_params;
 pub mod secret;
 pub mod session;
+pub mod sim;
 #[cfg(feature = "spin")]
 pub mod spin;
 pub mod time;

@@ -29,9 +29,9 @@ use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, VariableSource};
-use crate::flows::notify::NotifyOutcome;
+use crate::flows::notify::{self, NotifyOutcome};
 use crate::flows::{
-    Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Request, Response, Store, StoreError,
+    Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Refusal, Request, Response, Store, StoreError,
     Transport, TransportError,
 };
 
@@ -216,6 +216,22 @@ impl Transport for SpinTransport {
     }
 }
 
+// ---- Sleep (the simulator) ------------------------------------------------------------------------
+
+/// `wasi:clocks/monotonic-clock.wait-for` as the simulator's [`crate::sim::Sleep`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpinSleep;
+
+impl crate::sim::Sleep for SpinSleep {
+    async fn sleep(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        spin_sdk::wasip3::clocks::monotonic_clock::wait_for(nanos).await;
+    }
+}
+
+// The simulator's `timeout` fault must outlast the client's first-byte timeout.
+const _: () = assert!(crate::sim::faults::TIMEOUT_DELAY.as_secs() > FIRST_BYTE_TIMEOUT.as_secs());
+
 // ---- Variables ----------------------------------------------------------------------------------
 
 /// Spin variables as a [`VariableSource`].
@@ -341,33 +357,39 @@ impl Incoming {
         self.header("spin-path-info").unwrap_or("")
     }
 
+    /// The query string of the request URL, without `?` (empty if none), from Spin's
+    /// `spin-full-url` header. For the simulator's jscode2session only: never log it.
+    pub fn query(&self) -> &str {
+        let url = self.header("spin-full-url").unwrap_or("");
+        let url = url.split('#').next().unwrap_or("");
+        url.split_once('?').map_or("", |(_, q)| q)
+    }
+
     /// A `:name` segment of the route (`spin-path-match-<name>`).
     pub fn path_param(&self, name: &str) -> Option<&str> {
         self.header(&format!("spin-path-match-{name}"))
     }
 
-    /// 405 `method_not_allowed` for this request's method on its route.
+    /// [`Refusal::MethodNotAllowed`] for this request's method on its route.
+    pub fn wrong_method(&self) -> Refusal {
+        Refusal::MethodNotAllowed {
+            method: self.method.to_string(),
+            route: self.route().to_owned(),
+        }
+    }
+
+    /// The JSON 405 `method_not_allowed` for this request's method on its route.
     pub fn method_not_allowed(&self) -> Response {
-        Response::error(
-            405,
-            "method_not_allowed",
-            format!("{} is not allowed on {}", self.method, self.route()),
-        )
+        self.wrong_method().response()
     }
 }
 
-fn too_large() -> Response {
-    Response::error(
-        413,
-        "body_too_large",
-        format!("request body is over the {MAX_REQUEST_BODY_BYTES}-byte limit"),
-    )
-}
-
 /// Reads a request: the body up to [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is
-/// refused before reading, a longer body as soon as it passes the limit, 413 both), the
-/// `Authorization` header and the client address (`spin-client-addr`, `ip:port`).
-pub async fn read_request(req: HttpRequest) -> Result<Incoming, Response> {
+/// refused before reading, a longer body as soon as it passes the limit:
+/// [`Refusal::BodyTooLarge`] both), the `Authorization` header and the client address
+/// (`spin-client-addr`, `ip:port`). The refusal's answer is the caller's (JSON, or the notify
+/// route's FAIL XML).
+pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
     let (parts, mut body) = req.into_parts();
     let declared = parts
         .headers
@@ -375,20 +397,14 @@ pub async fn read_request(req: HttpRequest) -> Result<Incoming, Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
-        return Err(too_large());
+        return Err(Refusal::BodyTooLarge);
     }
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            Response::error(
-                400,
-                "unreadable_body",
-                format!("request body could not be read: {e:?}"),
-            )
-        })?;
+        let frame = frame.map_err(|e| Refusal::UnreadableBody(format!("{e:?}")))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > MAX_REQUEST_BODY_BYTES {
-                return Err(too_large());
+                return Err(Refusal::BodyTooLarge);
             }
             bytes.extend_from_slice(&data);
         }
@@ -503,12 +519,40 @@ fn warn_if_simulated(component: &str, vars: &SpinVariables) {
     }
 }
 
-/// Runs one request through a component's handler: reads it ([`read_request`]), loads the
-/// [`variables`] (a failure is a 500 `config_error`), calls `handler`, logs one line
-/// (`[wxpay <component>] <method> <route> <status> <outcome>`) and converts the answer.
+/// Runs one request through a JSON route's handler: [`serve_with`] answering a refusal with
+/// the core's JSON ([`Refusal::response`]).
 pub async fn serve<A, H>(component: &str, req: HttpRequest, handler: H) -> HttpResponse
 where
     A: Into<Answer>,
+    H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
+{
+    serve_with(component, req, |r: Refusal| r.response(), handler).await
+}
+
+/// Runs one request through the notify route's handler: [`serve_with`] answering a refusal
+/// (body too large, variables unreadable) with WeChat's FAIL XML ([`notify::refuse`]).
+pub async fn serve_notify<A, H>(req: HttpRequest, handler: H) -> HttpResponse
+where
+    A: Into<Answer>,
+    H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
+{
+    serve_with("notify", req, |r: Refusal| notify::refuse(&r), handler).await
+}
+
+/// Runs one request through a component's handler: reads it ([`read_request`]), loads the
+/// [`variables`] (a failure is [`Refusal::Config`]), calls `handler`, logs one line
+/// (`[wxpay <component>] <method> <route> <status> <outcome>`) and converts the answer. A
+/// refusal is answered by `refuse`.
+pub async fn serve_with<A, R, F, H>(
+    component: &str,
+    req: HttpRequest,
+    refuse: F,
+    handler: H,
+) -> HttpResponse
+where
+    A: Into<Answer>,
+    R: Into<Answer>,
+    F: FnOnce(Refusal) -> R,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
 {
     let method = req.method().clone();
@@ -519,9 +563,9 @@ where
         .unwrap_or("?")
         .to_owned();
     let answer: Answer = match read_request(req).await {
-        Err(refused) => refused.into(),
+        Err(refused) => refuse(refused).into(),
         Ok(incoming) => match variables().await {
-            Err(problems) => Response::config_error(&problems).into(),
+            Err(problems) => refuse(Refusal::Config(problems)).into(),
             Ok(vars) => {
                 warn_if_simulated(component, vars);
                 handler(&incoming, vars).await.into()

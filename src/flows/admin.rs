@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::wechat::{self, QueryEffect};
 use super::{
-    AdminFlowConfig, ApiError, Clock, Env, Nonce, Request, Response, Store, Transport, answer,
-    bearer_token, json_object, load_order, load_product, save_order, store_unavailable,
+    AdminFlowConfig, ApiError, Clock, Env, Nonce, Refusal, Request, Response, Store, Transport,
+    answer, bearer_token, json_object, load_order, load_product, save_order, store_unavailable,
 };
 use crate::money::Fen;
 use crate::order::{
@@ -47,13 +47,17 @@ fn product_error(e: ProductError) -> ApiError {
     ApiError::new(400, code, e.to_string())
 }
 
-/// Routes an admin request by method and path (`/api/admin/...`): 404 `not_found` for an
-/// unknown path, 405 `method_not_allowed` for a known path with another method. Authorization
-/// is checked before anything else.
+/// Where the admin routes are mounted (the wildcard route `/api/admin/...` in spin.toml).
+pub const ADMIN_PREFIX: &str = "/api/admin";
+
+/// Routes an admin request by method and `sub_path`, the path below [`ADMIN_PREFIX`]
+/// (`/products/tea` for `/api/admin/products/tea`; what Spin reports as `spin-path-info`):
+/// 404 `not_found` for an unknown path, 405 `method_not_allowed` for a known path with another
+/// method. Authorization is checked before anything else.
 pub async fn handle<S, T, C, N>(
     env: &Env<S, T, C, N, AdminFlowConfig>,
     method: &str,
-    path: &str,
+    sub_path: &str,
     request: &Request,
 ) -> Response
 where
@@ -65,16 +69,15 @@ where
     if let Err(e) = authorize(request, &env.config) {
         return e.into();
     }
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let rest = path.strip_prefix("/api/admin").unwrap_or("");
+    let rest = sub_path.split(['?', '#']).next().unwrap_or("");
+    let path = format!("{ADMIN_PREFIX}{rest}");
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method_not_allowed = || {
-        ApiError::new(
-            405,
-            "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
-        )
-        .into()
+        Refusal::MethodNotAllowed {
+            method: method.to_owned(),
+            route: path.clone(),
+        }
+        .response()
     };
     match segments.as_slice() {
         ["products"] => match method {
@@ -180,6 +183,10 @@ async fn list_products_inner<S: Store, T, C, N>(
         .await
         .map_err(|e| store_unavailable(&e))?;
     let mut products = Vec::with_capacity(keys.len());
+    if keys.is_empty() {
+        // Simulator mode shows (and seeds) the demo catalog instead of nothing.
+        products = super::demo::seed_if_empty(&env.store, env.config.merchant.mode).await?;
+    }
     for key in keys {
         let Some(sku) = key.strip_prefix(PRODUCT_KEY_PREFIX) else {
             continue;

@@ -29,6 +29,7 @@ use crate::order::{Order, Product, order_key, product_key};
 use crate::session::{self, Session, SessionError};
 
 pub mod admin;
+pub mod demo;
 pub mod health;
 pub mod login;
 pub mod notify;
@@ -37,7 +38,7 @@ pub mod pay_sign;
 mod wechat;
 
 #[cfg(test)]
-mod fakes;
+pub(crate) mod fakes;
 #[cfg(test)]
 mod tests;
 
@@ -329,7 +330,7 @@ impl Response {
     /// 500 `config_error` listing every problem (problem texts never contain secret values).
     /// For a component whose configuration section failed to load.
     pub fn config_error(problems: &ConfigProblems) -> Response {
-        Response::error(500, "config_error", problems.to_string())
+        Refusal::Config(problems.clone()).response()
     }
 
     /// The `error.code` of an error response (tests, logs).
@@ -378,16 +379,57 @@ fn answer(result: Result<Response, ApiError>) -> Response {
 /// Refuses a body over [`MAX_REQUEST_BODY_BYTES`] (413 `body_too_large`).
 pub fn check_body_size(body: &[u8]) -> Result<(), ApiError> {
     if body.len() > MAX_REQUEST_BODY_BYTES {
-        return Err(ApiError::new(
-            413,
-            "body_too_large",
-            format!(
-                "request body is {} bytes, over the {MAX_REQUEST_BODY_BYTES}-byte limit",
-                body.len()
-            ),
-        ));
+        return Err(Refusal::BodyTooLarge.into());
     }
     Ok(())
+}
+
+/// Why a request was refused before any flow ran: what an adapter finds while reading the
+/// request and loading its configuration. The answers live here (one home for each):
+/// [`Refusal::response`] for the JSON routes, [`notify::refuse`] for the notify route, which
+/// must answer WeChat's FAIL XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is (or declares itself) over [`MAX_REQUEST_BODY_BYTES`]: 413 `body_too_large`.
+    BodyTooLarge,
+    /// The body could not be read (the text names the transport's problem, never data): 400
+    /// `unreadable_body`.
+    UnreadableBody(String),
+    /// The route does not take this method: 405 `method_not_allowed`.
+    MethodNotAllowed { method: String, route: String },
+    /// The component's configuration section did not load: 500 `config_error` listing every
+    /// problem.
+    Config(ConfigProblems),
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::BodyTooLarge => ApiError::new(
+                413,
+                "body_too_large",
+                format!("request body is over the {MAX_REQUEST_BODY_BYTES}-byte limit"),
+            ),
+            Refusal::UnreadableBody(why) => ApiError::new(
+                400,
+                "unreadable_body",
+                format!("request body could not be read: {why}"),
+            ),
+            Refusal::MethodNotAllowed { method, route } => ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {route}"),
+            ),
+            Refusal::Config(problems) => ApiError::new(500, "config_error", problems.to_string()),
+        }
+    }
+}
+
+impl Refusal {
+    /// The JSON answer of a refused request.
+    pub fn response(&self) -> Response {
+        ApiError::from(self.clone()).into()
+    }
 }
 
 /// The body as a JSON object: size-limited, then parsed. A syntax error names its position and

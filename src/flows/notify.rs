@@ -4,7 +4,7 @@
 //! from its `time_end`), so concurrent deliveries of the same notification write identical
 //! bytes; SUCCESS is answered only after the write returned; a duplicate writes nothing.
 
-use super::{Clock, Env, Response, Store, load_order, save_order};
+use super::{Clock, Env, Refusal, Response, Store, load_order, save_order};
 use crate::config::MerchantConfig;
 use crate::order::{Event, NotifyResult, Order, Trigger, valid_out_trade_no};
 use crate::time::{parse_beijing_compact, rfc3339};
@@ -58,6 +58,39 @@ fn success() -> Response {
 
 fn fail(message: &str) -> Response {
     Response::xml(fail_reply(message))
+}
+
+/// The answer to a notification refused before it was read (see [`Refusal`]): WeChat's FAIL
+/// XML, never JSON, so that WeChat delivers it again once we can take it. A body too large or
+/// unreadable was not trusted (`Rejected`); a configuration problem is our side (`Failed`). A
+/// request with another method is not WeChat's: it gets the JSON 405.
+pub fn refuse(refusal: &Refusal) -> (Response, NotifyOutcome) {
+    match refusal {
+        Refusal::BodyTooLarge => (
+            fail("body too large"),
+            NotifyOutcome::Rejected {
+                reason: "body over the size limit".into(),
+            },
+        ),
+        Refusal::UnreadableBody(why) => (
+            fail("body unreadable"),
+            NotifyOutcome::Rejected {
+                reason: format!("body could not be read: {why}"),
+            },
+        ),
+        Refusal::Config(problems) => (
+            fail("temporarily unavailable"),
+            NotifyOutcome::Failed {
+                reason: problems.to_string(),
+            },
+        ),
+        Refusal::MethodNotAllowed { method, .. } => (
+            refusal.response(),
+            NotifyOutcome::Rejected {
+                reason: format!("method {method} is not POST"),
+            },
+        ),
+    }
 }
 
 /// The time stamp of every event a notification adds: its `time_end` (falling back to `now`

@@ -15,8 +15,15 @@ use crate::pay_params::{PayParams, pay_params};
 use crate::time::{beijing_compact, rfc3339};
 use crate::v2::api::{self, PREPAY_TTL_SECS, ReplyError, Retry, UnifiedOrder};
 
-/// Unified order attempts in all (SYSTEMERROR and timeouts are retried with identical bytes).
+/// Unified order attempts in all: SYSTEMERROR, a 5xx and an unreachable host are retried with
+/// identical bytes (same nonce, same out_trade_no, so WeChat answers the same prepay_id).
 pub const UNIFIED_ORDER_ATTEMPTS: usize = 3;
+
+/// Of those, how many may end in a timeout. Each costs the transport's connect + first-byte
+/// timeouts, so one retry is the bound that keeps the mini program's wait reasonable; after it
+/// the order stays CREATED with the same out_trade_no and reconcile asks WeChat what became of
+/// it.
+pub const UNIFIED_ORDER_TIMEOUT_ATTEMPTS: usize = 2;
 
 /// `spbill_create_ip` when Spin reports no usable client address.
 pub const FALLBACK_CLIENT_IP: &str = "127.0.0.1";
@@ -127,6 +134,7 @@ async fn unified_order<T: Transport>(
 ) -> UnifiedOutcome {
     let merchant = &config.merchant;
     let mut last = UnifiedOutcome::Busy;
+    let mut timeouts = 0;
     for _ in 0..UNIFIED_ORDER_ATTEMPTS {
         let body = match wechat::post(transport, merchant, request).await {
             Ok(body) => body,
@@ -136,6 +144,14 @@ async fn unified_order<T: Transport>(
                 continue;
             }
             Err(e @ CallError::HttpStatus(_)) => return UnifiedOutcome::Untrusted(e.to_string()),
+            Err(e @ CallError::Timeout) => {
+                timeouts += 1;
+                if timeouts >= UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
+                    return UnifiedOutcome::Unreachable(e);
+                }
+                last = UnifiedOutcome::Unreachable(e);
+                continue;
+            }
             Err(e) => {
                 last = UnifiedOutcome::Unreachable(e);
                 continue;
@@ -202,11 +218,15 @@ where
     if !valid_sku(&input.sku) {
         return Err(unknown_sku(&input.sku));
     }
+    let merchant = &env.config.merchant;
     let product = match load_product(&env.store, &input.sku).await? {
+        Some(p) => Some(p),
+        None => super::demo::missing_product(&env.store, merchant.mode, &input.sku).await?,
+    };
+    let product = match product {
         Some(p) if p.active => p,
         _ => return Err(unknown_sku(&input.sku)),
     };
-    let merchant = &env.config.merchant;
     let random = env.nonce.random16();
     let mut order_random = [0u8; crate::order::ORDER_NO_RANDOM_BYTES];
     order_random.copy_from_slice(&random[..crate::order::ORDER_NO_RANDOM_BYTES]);
@@ -307,6 +327,11 @@ where
                 "WeChat Pay is busy (SYSTEMERROR after {UNIFIED_ORDER_ATTEMPTS} attempts); \
                  try again"
             ),
+        )),
+        UnifiedOutcome::Unreachable(e @ CallError::Timeout) => Err(ApiError::new(
+            504,
+            "wechat_unreachable",
+            format!("{e} ({UNIFIED_ORDER_TIMEOUT_ATTEMPTS} attempts)"),
         )),
         UnifiedOutcome::Unreachable(e) => Err(ApiError::new(
             504,

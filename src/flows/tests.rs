@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::fakes::*;
 use super::*;
 use crate::config::{self, LoginConfig, MerchantConfig, Mode, SessionConfig};
+use crate::flows::orders::UNIFIED_ORDER_TIMEOUT_ATTEMPTS;
 use crate::money::Fen;
 use crate::order::{Event, NotifyResult, Order, Product, Status};
 use crate::pay_params::{PayParams, verify_pay_params};
@@ -166,7 +167,11 @@ impl World {
             body.to_string()
         };
         let req = Request::new(body).with_bearer(ADMIN_TOKEN);
-        block_on(admin::handle(&self.admin_env(), method, path, &req))
+        // The component passes the path below /api/admin.
+        let sub_path = path
+            .strip_prefix(admin::ADMIN_PREFIX)
+            .expect("an admin path");
+        block_on(admin::handle(&self.admin_env(), method, sub_path, &req))
     }
 
     fn order(&self, order_no: &str) -> Order {
@@ -506,7 +511,7 @@ fn create_refuses_bad_input() {
 fn systemerror_is_retried_with_identical_bytes() {
     let w = World::new();
     w.wx.fault("/pay/unifiedorder", Fault::Refuse("SYSTEMERROR"));
-    w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    w.wx.fault("/pay/unifiedorder", Fault::Unreachable);
     let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
     assert_eq!(r.status, 201, "{r:?}");
     let sent = w.wx.sent_to("/pay/unifiedorder");
@@ -527,12 +532,33 @@ fn retries_are_bounded() {
 
     let w = World::new();
     for _ in 0..3 {
-        w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+        w.wx.fault("/pay/unifiedorder", Fault::Unreachable);
     }
     let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
     assert_eq!((r.status, code(&r).as_str()), (504, "wechat_unreachable"));
     let sent = w.wx.sent_to("/pay/unifiedorder");
     assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|s| s == &sent[0]));
+
+    // One timeout is retried with the identical request, and WeChat's answer to it is used.
+    let w = World::new();
+    w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!(r.status, 201);
+    let sent = w.wx.sent_to("/pay/unifiedorder");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], sent[1]);
+
+    // Timeouts cost the caller's patience: they end the request after two attempts.
+    let w = World::new();
+    for _ in 0..UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
+        w.wx.fault("/pay/unifiedorder", Fault::Timeout);
+    }
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 2}));
+    assert_eq!((r.status, code(&r).as_str()), (504, "wechat_unreachable"));
+    assert!(r.json_body().unwrap().to_string().contains("in time"));
+    let sent = w.wx.sent_to("/pay/unifiedorder");
+    assert_eq!(sent.len(), UNIFIED_ORDER_TIMEOUT_ATTEMPTS);
     assert!(sent.iter().all(|s| s == &sent[0]));
     let orders = w.store.orders();
     assert_eq!(orders.len(), 1);
@@ -993,7 +1019,8 @@ fn admin_needs_the_admin_token() {
             ("POST", "/api/admin/reconcile"),
             ("GET", "/api/admin/nothing"),
         ] {
-            let r = block_on(admin::handle(&w.admin_env(), method, path, &req));
+            let sub_path = path.strip_prefix(admin::ADMIN_PREFIX).unwrap();
+            let r = block_on(admin::handle(&w.admin_env(), method, sub_path, &req));
             assert_eq!(
                 (r.status, code(&r).as_str()),
                 (401, "unauthorized"),
@@ -1118,7 +1145,7 @@ fn reconcile_settles_each_kind_of_order() {
     let (_, outcome) = w.notify(&w.notification(&g, |_| {}));
     assert!(matches!(outcome, notify::NotifyOutcome::Applied { .. }));
     // h: a CREATED order WeChat never saw (its unified order timed out).
-    for _ in 0..3 {
+    for _ in 0..UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
         w.wx.fault("/pay/unifiedorder", Fault::Timeout);
     }
     assert_eq!(
@@ -1270,4 +1297,53 @@ fn client_ip_parsing() {
     assert_eq!(orders::client_ip(Some("198.51.100.1")), "198.51.100.1");
     assert_eq!(orders::client_ip(Some("garbage")), "127.0.0.1");
     assert_eq!(orders::client_ip(None), "127.0.0.1");
+}
+
+#[test]
+fn refusals_have_one_answer_each() {
+    use super::Refusal;
+    let r = Refusal::BodyTooLarge.response();
+    assert_eq!((r.status, code(&r).as_str()), (413, "body_too_large"));
+    assert_eq!(
+        super::check_body_size(&vec![b'x'; super::MAX_REQUEST_BODY_BYTES + 1])
+            .map_err(Response::from)
+            .unwrap_err(),
+        r
+    );
+    let r = Refusal::MethodNotAllowed {
+        method: "GET".into(),
+        route: "/api/login".into(),
+    }
+    .response();
+    assert_eq!((r.status, code(&r).as_str()), (405, "method_not_allowed"));
+    assert!(
+        r.json_body()
+            .unwrap()
+            .to_string()
+            .contains("GET is not allowed on /api/login")
+    );
+
+    // The notify route answers WeChat's FAIL XML to a body too large or a config problem.
+    for refusal in [
+        Refusal::BodyTooLarge,
+        Refusal::UnreadableBody("reset".into()),
+        Refusal::Config(crate::config::ConfigProblems(vec![
+            crate::config::ConfigProblem {
+                variable: "wxpay_api_key",
+                problem: "is required in live mode but is not set".into(),
+            },
+        ])),
+    ] {
+        let (r, outcome) = notify::refuse(&refusal);
+        assert_eq!((r.status, r.content_type), (200, "text/xml"), "{refusal:?}");
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(
+            body.contains("<return_code><![CDATA[FAIL]]></return_code>"),
+            "{body}"
+        );
+        assert!(!outcome.is_success());
+        if matches!(refusal, Refusal::Config(_)) {
+            assert!(matches!(outcome, notify::NotifyOutcome::Failed { .. }));
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use super::Params;
-use super::sign::{VerifyError, sign_in_place, verify};
+use super::sign::{VerifyError, sign_in_place, verify_from_wechat};
 use super::xml::{self, XmlError};
 use crate::config::MerchantConfig;
 use crate::money::Fen;
@@ -319,7 +319,7 @@ fn verified_reply(merchant: &MerchantConfig, body: &[u8]) -> Result<Params, Repl
             .unwrap_or_else(|| format!("return_code {:?}", return_code.unwrap_or("")));
         return Err(ReplyError::CallFailed { return_msg });
     }
-    verify(&params, &merchant.api_key)?;
+    verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
     if params.get("appid") != Some(&merchant.appid) {
         return Err(ReplyError::ForeignMerchant { field: "appid" });
     }
@@ -458,7 +458,7 @@ pub fn parse_close_order_reply(merchant: &MerchantConfig, body: &[u8]) -> Result
 pub(crate) mod tests {
     use super::*;
     use crate::secret::Secret;
-    use crate::v2::sign::{SignType, sign_in_place};
+    use crate::v2::sign::{SignType, sign_in_place, verify};
 
     pub(crate) fn merchant(sign_type: SignType) -> MerchantConfig {
         MerchantConfig {

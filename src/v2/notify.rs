@@ -5,7 +5,7 @@
 
 use super::Params;
 use super::api::{PaidTrade, ReplyError, cut_to_bytes};
-use super::sign::{VerifyError, verify};
+use super::sign::{VerifyError, verify_from_wechat};
 use super::xml::{self, XmlError};
 use crate::config::MerchantConfig;
 use crate::order::{Order, Status};
@@ -60,7 +60,7 @@ impl Notification {
 /// signature over all received fields with the algorithm the message declares.
 pub fn parse(body: &[u8], merchant: &MerchantConfig) -> Result<Notification, NotifyError> {
     let params = xml::read(body)?;
-    verify(&params, &merchant.api_key)?;
+    verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
     let notification = Notification { params };
     if notification.out_trade_no().is_empty() {
         return Err(NotifyError::MissingOrderNo);

@@ -127,6 +127,32 @@ pub fn verify(params: &Params, key: &Secret) -> Result<SignType, VerifyError> {
     }
 }
 
+/// Verifies a reply or notification from WeChat Pay for a merchant configured with
+/// `configured`. A message that names its algorithm in `sign_type` is verified with that one
+/// ([`verify`]). One that names none is verified with `configured` and, failing that, with MD5:
+/// WeChat signs its replies with the sign type of the request but does not name it in them
+/// (the official SDKs verify replies with the configured type), and a notification without
+/// `sign_type` is documented as MD5. Either way the signature must be made with our key.
+pub fn verify_from_wechat(
+    params: &Params,
+    key: &Secret,
+    configured: SignType,
+) -> Result<SignType, VerifyError> {
+    let declared = params.get(SIGN_TYPE_FIELD).is_some_and(|t| !t.is_empty());
+    if declared || configured == SignType::Md5 {
+        return verify(params, key);
+    }
+    let received = params.get(SIGN_FIELD).ok_or(VerifyError::MissingSign)?;
+    let received = received.to_ascii_uppercase();
+    for sign_type in [configured, SignType::Md5] {
+        let expected = sign(params, key, sign_type);
+        if bool::from(expected.as_bytes().ct_eq(received.as_bytes())) {
+            return Ok(sign_type);
+        }
+    }
+    Err(VerifyError::Mismatch)
+}
+
 /// Adds `sign_type` (for HMAC-SHA256; MD5 is the default and is left implicit only when the
 /// caller did not set it) and `sign` to an outgoing message.
 pub fn sign_in_place(params: &mut Params, key: &Secret, sign_type: SignType) {
@@ -320,6 +346,48 @@ pub(crate) mod tests {
         let mut msg = s1();
         sign_in_place(&mut msg, &key, SignType::Md5);
         assert_eq!(msg["sign"], "9A0A8659F005D6984697E2CA0A9CF3B7");
+    }
+
+    #[test]
+    fn replies_without_sign_type_verify_with_the_configured_type() {
+        let key = Secret::new(S1_KEY);
+        let mut p = s1();
+        // Signed HMAC-SHA256 like WeChat signs a reply to an HMAC request: not named in it.
+        let hmac = sign(&p, &key, SignType::HmacSha256);
+        p.insert(SIGN_FIELD.into(), hmac);
+        assert_eq!(verify(&p, &key), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify_from_wechat(&p, &key, SignType::HmacSha256),
+            Ok(SignType::HmacSha256)
+        );
+        // An MD5 merchant never accepts an unnamed HMAC signature.
+        assert_eq!(
+            verify_from_wechat(&p, &key, SignType::Md5),
+            Err(VerifyError::Mismatch)
+        );
+        // An unnamed MD5 signature (the documented default) verifies for either merchant.
+        let md5 = sign(&p, &key, SignType::Md5);
+        p.insert(SIGN_FIELD.into(), md5);
+        assert_eq!(
+            verify_from_wechat(&p, &key, SignType::HmacSha256),
+            Ok(SignType::Md5)
+        );
+        // A declared type is the only one tried, and the key must be ours.
+        p.insert(SIGN_TYPE_FIELD.into(), "HMAC-SHA256".into());
+        assert_eq!(
+            verify_from_wechat(&p, &key, SignType::HmacSha256),
+            Err(VerifyError::Mismatch)
+        );
+        p.remove(SIGN_TYPE_FIELD);
+        assert_eq!(
+            verify_from_wechat(&p, &Secret::new("x".repeat(32)), SignType::HmacSha256),
+            Err(VerifyError::Mismatch)
+        );
+        p.remove(SIGN_FIELD);
+        assert_eq!(
+            verify_from_wechat(&p, &key, SignType::HmacSha256),
+            Err(VerifyError::MissingSign)
+        );
     }
 
     #[test]

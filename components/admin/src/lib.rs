@@ -13,8 +13,6 @@ use wxpay::spin::{self, OsRandom, SpinStore, SpinTransport, SystemClock};
 
 /// The health route as spin.toml declares it (`spin-matched-route`).
 const HEALTH_ROUTE: &str = "/api/health";
-/// Where the admin wildcard route is mounted; the flow routes on the full path.
-const ADMIN_PREFIX: &str = "/api/admin";
 
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
@@ -36,8 +34,14 @@ async fn handle(req: Request) -> impl IntoResponse {
             OsRandom,
             config,
         );
-        let path = format!("{ADMIN_PREFIX}{}", incoming.path_info());
-        admin::handle(&env, incoming.method.as_str(), &path, &incoming.request).await
+        // The flow routes on the path below /api/admin (`spin-path-info`).
+        admin::handle(
+            &env,
+            incoming.method.as_str(),
+            incoming.path_info(),
+            &incoming.request,
+        )
+        .await
     })
     .await
 }

@@ -8,18 +8,20 @@
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_service;
 use wxpay::config::MerchantConfig;
-use wxpay::flows::{Env, Response, notify};
+use wxpay::flows::{Env, Refusal, notify};
 use wxpay::spin::{self, Answer, SpinStore, SystemClock};
 
+/// Refusals (body too large, configuration) are answered with WeChat's FAIL XML by the core
+/// ([`notify::refuse`]), so WeChat delivers the notification again.
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
-    spin::serve("notify", req, async |incoming, vars| -> Answer {
+    spin::serve_notify(req, async |incoming, vars| -> Answer {
         if incoming.method != Method::POST {
-            return incoming.method_not_allowed().into();
+            return notify::refuse(&incoming.wrong_method()).into();
         }
         let config = match MerchantConfig::load(vars) {
             Ok(config) => config,
-            Err(problems) => return Response::config_error(&problems).into(),
+            Err(problems) => return notify::refuse(&Refusal::Config(problems)).into(),
         };
         let env = Env::new(SpinStore::new(), (), SystemClock, (), config);
         notify::notify(&env, &incoming.request.body).await.into()

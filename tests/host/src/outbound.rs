@@ -15,7 +15,7 @@
 //! - A request that is not allowed fails with the WASI error `HTTP-request-denied`
 //!   (`ErrorCode::HttpRequestDenied`), as in Spin.
 //! - The guest's `connect` / `first-byte` / `between-bytes` timeouts from `request-options` are
-//!   honoured (Spin's default of 600 s each otherwise); a connect timeout is
+//!   honoured, self requests included (Spin's default of 600 s each otherwise); a connect timeout is
 //!   `connection-timeout`, a first-byte or between-bytes timeout `connection-read-timeout`.
 //!
 //! Simplified: only plain `http://` is sent over the network (fakes on 127.0.0.1); `https://`
@@ -335,7 +335,17 @@ impl WasiHttpHooks for OutboundHooks {
                 let app = app.upgrade().ok_or_else(|| {
                     ErrorCode::InternalError(Some("spin-test-host: app stopped".into()))
                 })?;
-                let response = app.dispatch_self_request(request).await?;
+                // Spin sends self requests to its own listener, so the guest's first-byte
+                // timeout applies to them as to any request (the in-process answer is whole, so
+                // its first byte is its last).
+                let first_byte_timeout = options
+                    .as_ref()
+                    .and_then(|o| o.first_byte_timeout)
+                    .unwrap_or(DEFAULT_TIMEOUT);
+                let response =
+                    tokio::time::timeout(first_byte_timeout, app.dispatch_self_request(request))
+                        .await
+                        .map_err(|_| ErrorCode::ConnectionReadTimeout)??;
                 let response = response.map(|body| {
                     http_body_util::Full::new(body)
                         .map_err(|never| match never {})

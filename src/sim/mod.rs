@@ -1,0 +1,294 @@
+//! The embedded WeChat Pay simulator (DESIGN.md §2, §5), sans-IO like the rest of the core: the
+//! `simulator` component only reads the request and hands it to [`handle`].
+//!
+//! In simulator mode every WeChat call of the other components goes to `http://self.alt/_sim/...`
+//! ([`crate::config::SIM_BASE`]), so `spin up --build` runs the whole payment flow on one machine.
+//! The simulator plays three parties:
+//!
+//! | route | plays | module |
+//! |---|---|---|
+//! | `GET /_sim/sns/jscode2session` | WeChat's login API | [`login`] |
+//! | `POST /_sim/pay/unifiedorder`, `/_sim/pay/orderquery`, `/_sim/pay/closeorder` | WeChat Pay APIv2 | [`merchant_api`] |
+//! | `POST /_sim/pay` `{"prepay_id", "result"}` | the user paying in `wx.requestPayment`, then WeChat Pay delivering the notification | [`user`] |
+//! | `GET`/`POST`/`DELETE /_sim/faults` | a test switchboard: faults injected into the next answers | [`faults`] |
+//!
+//! It checks our requests the way WeChat does (signature with the declared `sign_type`, required
+//! fields, formats and limits, appid/mch_id of the simulator merchant) and answers in WeChat's own
+//! shapes: `return_code` FAIL with a `return_msg` for a call it cannot read or trust,
+//! `result_code` FAIL with an `err_code` for a refusal, replies signed with
+//! [`SIM_API_KEY`](crate::config::SIM_API_KEY) otherwise.
+//!
+//! State lives in the app's KV store under [`KEY_PREFIX`] (`sim:`), apart from the app's own
+//! keys. In live mode every route answers 404.
+//!
+//! Simplifications (documented where they are made): one merchant and one app (the `SIM_*`
+//! constants); no refunds, no closeorder 5-minute rule; a used login code is remembered for 5
+//! minutes (a code's lifetime), after which the same text is accepted again; the notification
+//! retry schedule is WeChat's first steps scaled down 100× and run inside the `/_sim/pay` request;
+//! fault counters are read-modify-write without compare-and-swap (concurrent requests may
+//! consume one fault twice).
+
+pub mod faults;
+pub mod login;
+pub mod merchant_api;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Mode;
+use crate::flows::{Clock, Env, Nonce, Response, Store, StoreError, Transport};
+use crate::v2::Params;
+
+/// Every key the simulator writes starts with this.
+pub const KEY_PREFIX: &str = "sim:";
+/// `sim:order:{out_trade_no}`: [`SimOrder`].
+pub const ORDER_KEY_PREFIX: &str = "sim:order:";
+/// `sim:prepay:{prepay_id}`: the out_trade_no.
+pub const PREPAY_KEY_PREFIX: &str = "sim:prepay:";
+/// `sim:transaction:{transaction_id}`: the out_trade_no.
+pub const TRANSACTION_KEY_PREFIX: &str = "sim:transaction:";
+/// `sim:code:{sha256(code)}`: a login code already exchanged.
+pub const CODE_KEY_PREFIX: &str = "sim:code:";
+/// The pending faults ([`faults::Faults`]).
+pub const FAULTS_KEY: &str = "sim:faults";
+
+/// Where the simulator is mounted (the component's route is `/_sim/...`).
+pub const MOUNT: &str = "/_sim";
+
+/// Version of the stored [`SimOrder`] record.
+pub const SIM_ORDER_VERSION: u32 = 1;
+
+/// Pauses (the notification retry schedule, the `timeout` fault). The core never sleeps itself.
+#[allow(async_fn_in_trait)]
+pub trait Sleep {
+    async fn sleep(&self, duration: Duration);
+}
+
+impl<P: Sleep + ?Sized> Sleep for &P {
+    async fn sleep(&self, duration: Duration) {
+        (**self).sleep(duration).await
+    }
+}
+
+/// No pause at all (native tests).
+impl Sleep for () {
+    async fn sleep(&self, _duration: Duration) {}
+}
+
+/// A request to the simulator, as the component read it.
+#[derive(Debug, Clone, Copy)]
+pub struct SimRequest<'a> {
+    pub method: &'a str,
+    /// The path below [`MOUNT`], e.g. `/pay/unifiedorder` (a leading `/_sim` is also accepted).
+    pub path: &'a str,
+    /// The query string without `?` (may be empty).
+    pub query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The simulator's configuration: only the mode (everything else is the published `SIM_*`
+/// constants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimConfig {
+    /// `None` when `wxpay_mode` is invalid: the simulator then serves nothing, like in live mode.
+    pub mode: Option<Mode>,
+}
+
+impl SimConfig {
+    pub fn load<V: crate::config::VariableSource + ?Sized>(source: &V) -> Self {
+        Self {
+            mode: Mode::load(source).ok(),
+        }
+    }
+
+    /// Whether the `/_sim` routes answer at all.
+    pub fn enabled(&self) -> bool {
+        self.mode == Some(Mode::Simulator)
+    }
+}
+
+/// 404 `not_found` (every route in live mode, unknown routes in simulator mode).
+pub fn not_found() -> Response {
+    Response::error(404, "not_found", "no such route")
+}
+
+/// Routes one simulator request. In live mode (or with an invalid `wxpay_mode`) every route
+/// answers 404.
+pub async fn handle<S, T, C, N, P>(
+    env: &Env<S, T, C, N, SimConfig>,
+    sleep: &P,
+    request: SimRequest<'_>,
+) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+    P: Sleep,
+{
+    if !env.config.enabled() {
+        return not_found();
+    }
+    let path = request.path.strip_prefix(MOUNT).unwrap_or(request.path);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = path.trim_end_matches('/');
+    let method_not_allowed = || {
+        Response::error(
+            405,
+            "method_not_allowed",
+            format!("{} is not allowed on {MOUNT}{path}", request.method),
+        )
+    };
+    match path {
+        login::JSCODE2SESSION => match request.method {
+            "GET" => login::jscode2session(env, request.query).await,
+            _ => method_not_allowed(),
+        },
+        merchant_api::UNIFIED_ORDER | merchant_api::ORDER_QUERY | merchant_api::CLOSE_ORDER => {
+            // WeChat answers a GET with REQUIRE_POST_METHOD in its own shape.
+            merchant_api::handle(env, sleep, path, request.method, request.body).await
+        }
+        user::PAY => match request.method {
+            "POST" => user::pay(env, sleep, request.body).await,
+            _ => method_not_allowed(),
+        },
+        faults::FAULTS => faults::handle(&env.store, request.method, request.body).await,
+        _ => not_found(),
+    }
+}
+
+// ---- The simulator's order record ---------------------------------------------------------------
+
+/// Where a simulated trade stands (orderquery's `trade_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TradeState {
+    /// Awaiting payment (also after a failed payment attempt: the user may try again).
+    Notpay,
+    Success,
+    Closed,
+}
+
+impl TradeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TradeState::Notpay => "NOTPAY",
+            TradeState::Success => "SUCCESS",
+            TradeState::Closed => "CLOSED",
+        }
+    }
+}
+
+/// What WeChat Pay knows about one of our orders, under `sim:order:{out_trade_no}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimOrder {
+    pub version: u32,
+    pub out_trade_no: String,
+    pub prepay_id: String,
+    /// The unified order's fields as received, without `sign` and `nonce_str`: what a repeated
+    /// unified order is compared with, and where the notification's fields come from.
+    pub request: Params,
+    /// `MD5` or `HMAC-SHA256`: the unified order's `sign_type`, also the notification's.
+    pub sign_type: String,
+    pub trade_state: TradeState,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds after which the prepay id can no longer be paid (2 h, or `time_expire`).
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// `yyyyMMddHHmmss`, Beijing time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_end: Option<String>,
+    /// Payment attempts the user saw fail (`/_sim/pay` with `result: FAIL`).
+    #[serde(default)]
+    pub failed_payments: u32,
+}
+
+impl SimOrder {
+    pub fn field(&self, name: &str) -> &str {
+        self.request.get(name).map_or("", String::as_str)
+    }
+}
+
+pub fn order_key(out_trade_no: &str) -> String {
+    format!("{ORDER_KEY_PREFIX}{out_trade_no}")
+}
+
+pub fn prepay_key(prepay_id: &str) -> String {
+    format!("{PREPAY_KEY_PREFIX}{prepay_id}")
+}
+
+pub fn transaction_key(transaction_id: &str) -> String {
+    format!("{TRANSACTION_KEY_PREFIX}{transaction_id}")
+}
+
+async fn load_order<S: Store>(
+    store: &S,
+    out_trade_no: &str,
+) -> Result<Option<SimOrder>, StoreError> {
+    match store.get(&order_key(out_trade_no)).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError(format!("simulator order record unreadable: {e}"))),
+    }
+}
+
+async fn save_order<S: Store>(store: &S, order: &SimOrder) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(order).map_err(|e| StoreError(e.to_string()))?;
+    store.set(&order_key(&order.out_trade_no), &bytes).await
+}
+
+/// The out_trade_no an index key (`sim:prepay:…`, `sim:transaction:…`) points to.
+async fn load_index<S: Store>(store: &S, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|bytes| String::from_utf8(bytes).ok()))
+}
+
+/// A nonce_str for a reply or a notification.
+fn nonce<N: Nonce>(nonce: &N) -> String {
+    crate::v2::nonce_str(&nonce.random16())
+}
+
+/// Decodes `%XX` escapes and `+` of a query value (invalid escapes are kept as they are).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The value of `name` in a query string (first occurrence), decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
