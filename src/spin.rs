@@ -384,6 +384,20 @@ impl Incoming {
     }
 }
 
+/// What went wrong reading a request body, as a fixed text (no `Debug` of the host's error:
+/// its formatting code for every WASI error code was ~5 KB of each component).
+fn body_error(e: &ErrorCode) -> &'static str {
+    use ErrorCode as E;
+    match e {
+        E::ConnectionTerminated => "connection terminated",
+        E::ConnectionReadTimeout | E::HttpResponseTimeout => "timed out",
+        E::HttpRequestBodySize(_) => "body size differs from its Content-Length",
+        E::HttpProtocolError => "HTTP protocol error",
+        E::InternalError(_) => "host internal error",
+        _ => "the host reported an error",
+    }
+}
+
 /// Reads a request: the body up to [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is
 /// refused before reading, a longer body as soon as it passes the limit:
 /// [`Refusal::BodyTooLarge`] both), the `Authorization` header and the client address
@@ -401,7 +415,7 @@ pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
     }
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Refusal::UnreadableBody(format!("{e:?}")))?;
+        let frame = frame.map_err(|e| Refusal::UnreadableBody(body_error(&e).into()))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > MAX_REQUEST_BODY_BYTES {
                 return Err(Refusal::BodyTooLarge);
@@ -420,6 +434,7 @@ pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
         body: bytes,
         authorization: text("authorization"),
         client_addr: text("spin-client-addr"),
+        content_type: text("content-type"),
     };
     Ok(Incoming {
         method: parts.method,
@@ -449,11 +464,13 @@ pub fn into_http(response: Response) -> HttpResponse {
         })
 }
 
-/// A handler's answer and, for the log, what happened (default: the error code, or `ok`).
+/// A handler's answer and, for the log, what happened (default: the error code, or `ok`) and
+/// any extra fields of the request's log line (order number, transaction id, reason).
 #[derive(Debug)]
 pub struct Answer {
     pub response: Response,
     pub outcome: Option<String>,
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<Response> for Answer {
@@ -461,61 +478,121 @@ impl From<Response> for Answer {
         Self {
             response,
             outcome: None,
+            fields: serde_json::Map::new(),
         }
     }
 }
 
 impl From<(Response, NotifyOutcome)> for Answer {
     fn from((response, outcome): (Response, NotifyOutcome)) -> Self {
+        let (outcome, fields) = describe_notify(&outcome);
         Self {
             response,
-            outcome: Some(describe_notify(&outcome)),
+            outcome: Some(outcome),
+            fields,
         }
     }
 }
 
-/// A notify outcome for the log: order number, WeChat's transaction id and reason only (the
-/// flow's texts never carry a key, an openid or the notification body).
-pub fn describe_notify(outcome: &NotifyOutcome) -> String {
-    match outcome {
+/// A notify outcome for the log: its kind, and as fields the order number, WeChat's
+/// transaction id and the reason only (the flow's texts never carry a key, an openid or the
+/// notification body).
+pub fn describe_notify(
+    outcome: &NotifyOutcome,
+) -> (String, serde_json::Map<String, serde_json::Value>) {
+    use serde_json::json;
+    let (kind, fields) = match outcome {
         NotifyOutcome::Applied {
             order_no,
             transaction_id,
-        } => format!("applied order_no={order_no} transaction_id={transaction_id}"),
+        } => (
+            "applied",
+            json!({"order_no": order_no, "transaction_id": transaction_id}),
+        ),
         NotifyOutcome::Duplicate {
             order_no,
             transaction_id,
-        } => format!("duplicate order_no={order_no} transaction_id={transaction_id}"),
+        } => (
+            "duplicate",
+            json!({"order_no": order_no, "transaction_id": transaction_id}),
+        ),
         NotifyOutcome::Alerted {
             order_no,
             reason,
             recorded,
-        } => format!("alerted order_no={order_no} recorded={recorded} reason={reason:?}"),
-        NotifyOutcome::Rejected { reason } => format!("rejected reason={reason:?}"),
-        NotifyOutcome::Failed { reason } => format!("failed reason={reason:?}"),
-    }
+        } => (
+            "alerted",
+            json!({"order_no": order_no, "recorded": recorded, "reason": reason}),
+        ),
+        NotifyOutcome::Rejected { reason } => ("rejected", json!({"reason": reason})),
+        NotifyOutcome::Failed { reason } => ("failed", json!({"reason": reason})),
+    };
+    let serde_json::Value::Object(fields) = fields else {
+        unreachable!("json! of an object literal is an object")
+    };
+    (kind.to_owned(), fields)
 }
 
-fn log(component: &str, method: &Method, route: &str, answer: &Answer) {
+/// The request's log line: one JSON object (DESIGN.md §6: never a secret, token, body or full
+/// openid). `order_no` comes from the handler's fields, the route's `:order_no`, or a created
+/// order in the answer.
+fn log(
+    component: &str,
+    method: &Method,
+    route: &str,
+    path_order_no: Option<&str>,
+    answer: &Answer,
+    latency: Duration,
+) {
     let outcome = answer
         .outcome
         .clone()
         .or_else(|| answer.response.error_code())
         .unwrap_or_else(|| "ok".to_owned());
-    println!(
-        "[wxpay {component}] {method} {route} {} {outcome}",
-        answer.response.status
-    );
+    let mut line = serde_json::Map::new();
+    line.insert("log".into(), "request".into());
+    line.insert("component".into(), component.into());
+    line.insert("method".into(), method.as_str().into());
+    line.insert("route".into(), route.into());
+    line.insert("status".into(), answer.response.status.into());
+    line.insert("outcome".into(), outcome.into());
+    let latency_ms = (latency.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    line.insert("latency_ms".into(), latency_ms.into());
+    let created = || {
+        let body = answer.response.json_body()?;
+        body.get("order")?
+            .get("order_no")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    if let Some(order_no) = path_order_no
+        .map(str::to_owned)
+        .or_else(|| (answer.response.status == 201).then(created).flatten())
+    {
+        line.insert("order_no".into(), order_no.into());
+    }
+    for (k, v) in &answer.fields {
+        line.insert(k.clone(), v.clone());
+    }
+    println!("{}", serde_json::Value::Object(line));
+}
+
+/// Prints a core log line (the sink of [`crate::flows::log`]).
+fn print_line(line: &str) {
+    println!("{line}");
 }
 
 /// Once per instance, in simulator mode: a line nobody can miss in `spin up`'s output.
 fn warn_if_simulated(component: &str, vars: &SpinVariables) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if Mode::load(vars) == Ok(Mode::Simulator) && !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "[wxpay {component}] WARNING: wxpay_mode is \"simulator\": WeChat is simulated and \
-             NO REAL PAYMENT happens. Set wxpay_mode=live and the live credentials for production."
-        );
+        let line = serde_json::json!({
+            "log": "warning",
+            "component": component,
+            "message": "wxpay_mode is \"simulator\": WeChat is simulated and NO REAL PAYMENT \
+                        happens. Set wxpay_mode=live and the live credentials for production.",
+        });
+        eprintln!("{line}");
     }
 }
 
@@ -541,7 +618,8 @@ where
 
 /// Runs one request through a component's handler: reads it ([`read_request`]), loads the
 /// [`variables`] (a failure is [`Refusal::Config`]), calls `handler`, logs one line
-/// (`[wxpay <component>] <method> <route> <status> <outcome>`) and converts the answer. A
+/// (JSON: `log`, `component`, `method`, `route`, `status`, `outcome`, `latency_ms`,
+/// `order_no`...) and converts the answer. A
 /// refusal is answered by `refuse`.
 pub async fn serve_with<A, R, F, H>(
     component: &str,
@@ -555,7 +633,14 @@ where
     F: FnOnce(Refusal) -> R,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
 {
+    let started = std::time::Instant::now();
+    crate::flows::log::set_sink(print_line);
     let method = req.method().clone();
+    let path_order_no = req
+        .headers()
+        .get("spin-path-match-order_no")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| crate::v2::api::cut_to_bytes(v, 64).to_owned());
     let route = req
         .headers()
         .get("spin-matched-route")
@@ -572,6 +657,13 @@ where
             }
         },
     };
-    log(component, &method, &route, &answer);
+    log(
+        component,
+        &method,
+        &route,
+        path_order_no.as_deref(),
+        &answer,
+        started.elapsed(),
+    );
     into_http(answer.response)
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::wechat::{self, QueryEffect};
 use super::{
     AdminFlowConfig, ApiError, Clock, Env, Nonce, Refusal, Request, Response, Store, Transport,
-    answer, bearer_token, json_object, load_order, load_product, save_order, store_unavailable,
+    answer, bearer_token, json_request, load_order, load_product, save_order, store_unavailable,
 };
 use crate::money::Fen;
 use crate::order::{
@@ -120,7 +120,7 @@ async fn put_product_inner<S: Store, T, C, N>(
     if !valid_sku(sku) {
         return Err(product_error(ProductError::Sku));
     }
-    let object = json_object(&request.body)?;
+    let object = json_request(request)?;
     let name = match object.get("name") {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(ApiError::new(400, "invalid_name", "name must be a string")),
@@ -443,7 +443,7 @@ where
         },
     };
     if order != before
-        && let Err(e) = save_order(&env.store, &order).await
+        && let Err(e) = save_order(&env.store, &order, Some(before.status)).await
     {
         return Settled::Failed(e.message);
     }

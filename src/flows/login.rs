@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     ApiError, Clock, Env, LoginFlowConfig, Request, Response, Transport, TransportError, answer,
-    json_object,
+    json_request,
 };
 use crate::session::{self, SessionError};
 
@@ -69,7 +69,7 @@ where
     T: Transport,
     C: Clock,
 {
-    let object = json_object(&request.body)?;
+    let object = json_request(request)?;
     let code = match object.get("code") {
         Some(Value::String(c)) if valid_code(c) => c.as_str(),
         Some(Value::String(_)) => {

@@ -31,6 +31,7 @@ use crate::session::{self, Session, SessionError};
 pub mod admin;
 pub mod demo;
 pub mod health;
+pub mod log;
 pub mod login;
 pub mod notify;
 pub mod orders;
@@ -241,6 +242,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The client address Spin reports (`spin-client-addr`, `ip:port`), for `spbill_create_ip`.
     pub client_addr: Option<String>,
+    /// The `Content-Type` header value, as received (JSON routes refuse a non-JSON one: 415).
+    pub content_type: Option<String>,
 }
 
 impl Request {
@@ -263,6 +266,11 @@ impl Request {
 
     pub fn with_client_addr(mut self, addr: impl Into<String>) -> Self {
         self.client_addr = Some(addr.into());
+        self
+    }
+
+    pub fn with_content_type(mut self, value: impl Into<String>) -> Self {
+        self.content_type = Some(value.into());
         self
     }
 }
@@ -463,6 +471,43 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Va
     }
 }
 
+/// Whether a `Content-Type` value names JSON: `application/json` or any `+json` type,
+/// parameters (`; charset=utf-8`) ignored, case-insensitive.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// A JSON route's body as a JSON object: refused with 415 `unsupported_media_type` when a
+/// `Content-Type` is sent and is not JSON (a missing one is accepted: `wx.request` and most
+/// clients send JSON by default), then [`json_object`] (size limit, parse).
+pub fn json_request(
+    request: &Request,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    check_body_size(&request.body)?;
+    if let Some(ct) = request.content_type.as_deref()
+        && !is_json_content_type(ct)
+    {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!(
+                "Content-Type must be application/json, got {:?}",
+                crate::v2::api::cut_to_bytes(ct, 64)
+            ),
+        ));
+    }
+    json_object(&request.body)
+}
+
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
 fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?.trim();
@@ -527,14 +572,24 @@ async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>
         .map_err(|e| ApiError::new(500, "record_unreadable", format!("order {order_no}: {e}")))
 }
 
-async fn save_order<S: Store>(store: &S, order: &Order) -> Result<(), ApiError> {
+/// Writes an order record; `before` is the status it was loaded with (`None`: a new order).
+/// A status change is logged ([`log::state_change`]) once the write returned.
+async fn save_order<S: Store>(
+    store: &S,
+    order: &Order,
+    before: Option<crate::order::Status>,
+) -> Result<(), ApiError> {
     let bytes = order
         .to_json()
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     store
         .set(&order_key(&order.order_no), &bytes)
         .await
-        .map_err(|e| store_unavailable(&e))
+        .map_err(|e| store_unavailable(&e))?;
+    if before != Some(order.status) {
+        log::state_change(&order.order_no, before, order.status);
+    }
+    Ok(())
 }
 
 async fn load_product<S: Store>(store: &S, sku: &str) -> Result<Option<Product>, ApiError> {

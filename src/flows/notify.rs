@@ -161,6 +161,7 @@ where
                 return unknown_order(&order_no);
             };
             let at = event_time(&n, env.clock.now_unix());
+            let before = order.status;
             let trigger = Trigger::PaymentConfirmed {
                 transaction_id: trade.transaction_id.clone(),
             };
@@ -173,7 +174,7 @@ where
                 );
             }
             order.record_notify(&at, &trade.transaction_id, NotifyResult::Applied, None);
-            match save_order(&env.store, &order).await {
+            match save_order(&env.store, &order, Some(before)).await {
                 Ok(()) => (
                     success(),
                     NotifyOutcome::Applied {
@@ -205,7 +206,7 @@ where
             let at = event_time(&n, env.clock.now_unix());
             order.record_alert(&at, reason.clone());
             order.record_notify(&at, tid, NotifyResult::Rejected, Some(reason.clone()));
-            match save_order(&env.store, &order).await {
+            match save_order(&env.store, &order, Some(order.status)).await {
                 Ok(()) => (
                     success(),
                     NotifyOutcome::Alerted {

@@ -6,10 +6,11 @@ use serde_json::Value;
 use super::wechat::{self, CallError};
 use super::{
     ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
-    authenticate, fresh_nonce, json_object, load_product, owned_order, save_order,
+    authenticate, fresh_nonce, json_request, load_product, owned_order, save_order,
 };
 use crate::order::{
-    MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Trigger, new_order_no, valid_sku,
+    MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Status, Trigger, new_order_no,
+    valid_sku,
 };
 use crate::pay_params::{PayParams, pay_params};
 use crate::time::{beijing_compact, rfc3339};
@@ -24,6 +25,14 @@ pub const UNIFIED_ORDER_ATTEMPTS: usize = 3;
 /// the order stays CREATED with the same out_trade_no and reconcile asks WeChat what became of
 /// it.
 pub const UNIFIED_ORDER_TIMEOUT_ATTEMPTS: usize = 2;
+
+/// Time budget of the unified order call of one `POST /api/orders` (seconds, by the [`Clock`]):
+/// no new attempt starts once it is spent. With the transport's timeouts (connect 2 s + first
+/// byte 4 s per attempt) the request answers within about budget + one attempt ≈ 16 s at worst,
+/// under Spin's and the mini program's (`wx.request` default 60 s) limits. Retries are
+/// immediate: WeChat asks for a retry with identical parameters, the user is waiting, and the
+/// slow path (an order left CREATED) is reconcile's.
+pub const UNIFIED_ORDER_BUDGET_SECS: u64 = 10;
 
 /// `spbill_create_ip` when Spin reports no usable client address.
 pub const FALLBACK_CLIENT_IP: &str = "127.0.0.1";
@@ -64,8 +73,8 @@ fn invalid_quantity(what: &str) -> ApiError {
 }
 
 /// Reads `{"sku", "quantity", "attach"?}`; any other field (an amount, say) is ignored.
-fn parse_input(body: &[u8]) -> Result<OrderInput, ApiError> {
-    let object = json_object(body)?;
+fn parse_input(request: &Request) -> Result<OrderInput, ApiError> {
+    let object = json_request(request)?;
     let sku = match object.get("sku") {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(ApiError::new(400, "invalid_sku", "sku must be a string")),
@@ -127,15 +136,20 @@ enum UnifiedOutcome {
     Denied,
 }
 
-async fn unified_order<T: Transport>(
+async fn unified_order<T: Transport, C: Clock>(
     transport: &T,
+    clock: &C,
     config: &ShopConfig,
     request: &api::ApiRequest,
 ) -> UnifiedOutcome {
     let merchant = &config.merchant;
     let mut last = UnifiedOutcome::Busy;
     let mut timeouts = 0;
-    for _ in 0..UNIFIED_ORDER_ATTEMPTS {
+    let started = clock.now_unix();
+    for attempt in 0..UNIFIED_ORDER_ATTEMPTS {
+        if attempt > 0 && clock.now_unix().saturating_sub(started) >= UNIFIED_ORDER_BUDGET_SECS {
+            return last;
+        }
         let body = match wechat::post(transport, merchant, request).await {
             Ok(body) => body,
             Err(CallError::Denied) => return UnifiedOutcome::Denied,
@@ -214,7 +228,7 @@ where
 {
     let now = env.clock.now_unix();
     let session = authenticate(request, &env.config.session, now)?;
-    let input = parse_input(&request.body)?;
+    let input = parse_input(request)?;
     if !valid_sku(&input.sku) {
         return Err(unknown_sku(&input.sku));
     }
@@ -275,9 +289,9 @@ where
 
     // Stored CREATED before WeChat hears of it: a crash after the call leaves a record that
     // reconcile can settle.
-    save_order(&env.store, &order).await?;
+    save_order(&env.store, &order, None).await?;
 
-    match unified_order(&env.transport, &env.config, &unified).await {
+    match unified_order(&env.transport, &env.clock, &env.config, &unified).await {
         UnifiedOutcome::Prepay(prepay_id) => {
             let trigger = Trigger::PrepayObtained {
                 prepay_id: prepay_id.clone(),
@@ -286,7 +300,7 @@ where
             let _ = order
                 .apply(trigger, &rfc3339(now))
                 .map_err(|e| ApiError::new(502, "wechat_reply_untrusted", e.to_string()))?;
-            save_order(&env.store, &order).await?;
+            save_order(&env.store, &order, Some(Status::Created)).await?;
             let params = pay_params(
                 &merchant.appid,
                 &prepay_id,
@@ -308,7 +322,7 @@ where
             if order.apply(trigger, &rfc3339(now)).is_ok() {
                 // Best effort: if this write fails the order stays CREATED and reconcile
                 // closes it (WeChat never created it).
-                let _ = save_order(&env.store, &order).await;
+                let _ = save_order(&env.store, &order, Some(Status::Created)).await;
             }
             Err(ApiError::new(502, "wechat_refused", message))
         }
@@ -390,14 +404,15 @@ where
             // Without compare-and-swap, a write that only records the check must not clobber
             // a concurrent notification: re-read and write only if the order still awaits
             // payment. (A move to PAID/CLOSED is WeChat's word and is written regardless.)
-            let write = moved
-                || matches!(
-                    super::load_order(&env.store, order_no).await,
-                    Ok(Some(current)) if current == loaded
-                );
+            // A move another request already stored (a notification) is not written again.
+            let write = match super::load_order(&env.store, order_no).await {
+                Ok(Some(current)) if moved => current.status != order.status,
+                Ok(Some(current)) => current == loaded,
+                _ => moved,
+            };
             if write {
                 // A failed write still answers what WeChat said; the next GET asks again.
-                let _ = save_order(&env.store, &order).await;
+                let _ = save_order(&env.store, &order, Some(loaded.status)).await;
             }
         }
     }

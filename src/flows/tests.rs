@@ -1347,3 +1347,178 @@ fn refusals_have_one_answer_each() {
         }
     }
 }
+
+// ---- Issue 6: outbound budget, content types, state-change logs ------------------------------
+
+/// Answers every call HTTP 500 after `cost` seconds of the fake clock.
+struct SlowBusy<'a> {
+    clock: &'a FakeClock,
+    cost: u64,
+    calls: std::cell::Cell<usize>,
+}
+
+impl Transport for SlowBusy<'_> {
+    async fn post_xml(&self, _url: &str, _body: String) -> Result<HttpReply, TransportError> {
+        self.calls.set(self.calls.get() + 1);
+        self.clock.advance(self.cost);
+        Ok(HttpReply {
+            status: 500,
+            body: Vec::new(),
+        })
+    }
+    async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
+        unreachable!("orders never GET")
+    }
+}
+
+#[test]
+fn unified_order_starts_no_attempt_once_its_time_budget_is_spent() {
+    let w = World::new();
+    let slow = SlowBusy {
+        clock: &w.clock,
+        cost: 6,
+        calls: std::cell::Cell::new(0),
+    };
+    let env = Env::new(
+        &w.store,
+        &slow,
+        &w.clock,
+        &w.nonce,
+        ShopConfig {
+            merchant: merchant(SignType::Md5),
+            session: session_config(),
+        },
+    );
+    let req = Request::new(json!({"sku": "coffee-L", "quantity": 1}).to_string())
+        .with_bearer(&w.token(OPENID));
+    let r = block_on(orders::create(&env, &req));
+    assert_eq!(r.status, 503, "{r:?}");
+    // 0 s: attempt 1; 6 s: attempt 2; 12 s ≥ the 10 s budget: no attempt 3.
+    assert_eq!(slow.calls.get(), 2);
+    const { assert!(orders::UNIFIED_ORDER_BUDGET_SECS < 2 * 6) };
+
+    // Fast failures use every attempt.
+    let fast = SlowBusy {
+        clock: &w.clock,
+        cost: 0,
+        calls: std::cell::Cell::new(0),
+    };
+    let env = Env::new(&w.store, &fast, &w.clock, &w.nonce, env.config.clone());
+    let r = block_on(orders::create(&env, &req));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(fast.calls.get(), orders::UNIFIED_ORDER_ATTEMPTS);
+}
+
+#[test]
+fn json_routes_refuse_a_non_json_content_type_with_415() {
+    let w = World::new();
+    let body = json!({"sku": "coffee-L", "quantity": 1}).to_string();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "text/xml",
+        "multipart/form-data; boundary=x",
+    ] {
+        let req = Request::new(body.clone())
+            .with_bearer(&w.token(OPENID))
+            .with_content_type(ct);
+        let r = block_on(orders::create(&w.shop(), &req));
+        assert_eq!(r.status, 415, "{ct}: {r:?}");
+        assert_eq!(r.error_code().as_deref(), Some("unsupported_media_type"));
+        let r = block_on(login::login(
+            &w.login_env(),
+            &Request::new(r#"{"code":"c1"}"#).with_content_type(ct),
+        ));
+        assert_eq!(
+            r.error_code().as_deref(),
+            Some("unsupported_media_type"),
+            "{ct}"
+        );
+        let admin = Request::new(r#"{"name":"x","price":1}"#)
+            .with_bearer(ADMIN_TOKEN)
+            .with_content_type(ct);
+        let r = block_on(admin::put_product(&w.admin_env(), &admin, "x1"));
+        assert_eq!(
+            r.error_code().as_deref(),
+            Some("unsupported_media_type"),
+            "{ct}"
+        );
+    }
+    // JSON, with parameters or a +json type, and no Content-Type at all are accepted.
+    for ct in [
+        Some("application/json"),
+        Some("Application/JSON; charset=utf-8"),
+        Some("application/vnd.api+json"),
+        None,
+    ] {
+        let mut req = Request::new(body.clone()).with_bearer(&w.token(OPENID));
+        req.content_type = ct.map(str::to_owned);
+        let r = block_on(orders::create(&w.shop(), &req));
+        assert_eq!(r.status, 201, "{ct:?}: {r:?}");
+    }
+    // The size limit still comes first.
+    let big = Request::new(vec![b' '; MAX_REQUEST_BODY_BYTES + 1]).with_content_type("text/plain");
+    assert_eq!(json_request(&big).unwrap_err().status, 413);
+}
+
+mod input_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as the body of the JSON routes: never a panic, always a JSON error
+        /// (or a success), never a 5xx.
+        #[test]
+        fn prop_json_routes_never_panic_on_bytes(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let w = World::new();
+            let r = block_on(orders::create(&w.shop(), &Request::new(body.clone()).with_bearer(&w.token(OPENID))));
+            prop_assert!(r.status < 500 && (r.status == 201 || r.error_code().is_some()), "{r:?}");
+            let r = block_on(login::login(&w.login_env(), &Request::new(body.clone())));
+            prop_assert!(r.error_code().is_some() || r.status == 200, "{r:?}");
+            let r = block_on(admin::put_product(&w.admin_env(), &Request::new(body).with_bearer(ADMIN_TOKEN), "p1"));
+            prop_assert!(r.status < 500, "{r:?}");
+        }
+
+        /// Arbitrary order inputs: decoding never panics, the amount always comes from the
+        /// catalog (1990 fen × quantity), never from the request.
+        #[test]
+        fn prop_order_input_is_decoded_safely(
+            sku in prop_oneof![Just(json!("coffee-L")), json_value()],
+            quantity in prop_oneof![(0u64..1200).prop_map(Value::from), json_value()],
+            extra in prop::collection::btree_map("[a-z_]{1,10}", json_value(), 0..4),
+        ) {
+            let w = World::new();
+            let mut body: serde_json::Map<String, Value> = extra.into_iter().collect();
+            body.insert("sku".into(), sku);
+            body.insert("quantity".into(), quantity);
+            let r = w.create(Value::Object(body));
+            prop_assert!(r.status < 500, "{r:?}");
+            if r.status == 201 {
+                let v = r.json_body().unwrap();
+                let q = v["order"]["quantity"].as_u64().unwrap();
+                prop_assert!((1..=999).contains(&q));
+                prop_assert_eq!(v["order"]["total_fee"].as_u64().unwrap(), 1990 * q);
+            }
+        }
+    }
+}

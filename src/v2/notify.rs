@@ -347,4 +347,70 @@ mod tests {
             "x]]>y"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_status() -> impl Strategy<Value = Status> {
+            prop_oneof![
+                Just(Status::Created),
+                Just(Status::AwaitingPayment),
+                Just(Status::Paid),
+                Just(Status::Closed),
+                Just(Status::Failed),
+            ]
+        }
+
+        proptest! {
+            /// Arbitrary fields, validly signed (so parse passes the signature): judge never
+            /// panics, and Applies only a SUCCESS payment of exactly the order total, for our
+            /// appid and mch_id.
+            #[test]
+            fn prop_judge_never_applies_a_mismatch(
+                fields in prop::collection::btree_map("[a-z_]{1,12}", "\\PC{0,24}", 0..12),
+                total_fee in prop::option::of("[0-9]{1,12}|-?[0-9.]{1,6}|\\PC{0,6}"),
+                order_total in 1u64..100_000,
+                status in any_status(),
+                keep_ids in any::<bool>(),
+                hmac in any::<bool>(),
+            ) {
+                let sign_type = if hmac { SignType::HmacSha256 } else { SignType::Md5 };
+                let m = merchant(sign_type);
+                let mut p = crate::v2::sign::tests::s6();
+                if hmac {
+                    p.insert("sign_type".into(), "HMAC-SHA256".into());
+                }
+                for (k, v) in fields {
+                    if k != "sign" && k != "sign_type" && (!keep_ids || !matches!(k.as_str(), "appid" | "mch_id" | "out_trade_no")) {
+                        p.insert(k, v);
+                    }
+                }
+                match &total_fee {
+                    Some(f) => drop(p.insert("total_fee".into(), f.clone())),
+                    None => drop(p.remove("total_fee")),
+                }
+                sign_in_place(&mut p, &m.api_key, sign_type);
+                let body = xml::write(&p);
+                let Ok(n) = parse(body.as_bytes(), &m) else {
+                    return Ok(());
+                };
+                let o = order(status, order_total);
+                if let Verdict::Apply(trade) = judge(&n, &m, Some(&o)) {
+                    prop_assert_eq!(trade.total_fee, Fen(order_total));
+                    prop_assert_eq!(p.get("appid"), Some(&m.appid));
+                    prop_assert_eq!(p.get("mch_id"), Some(&m.mch_id));
+                    prop_assert_eq!(p.get("result_code").map(String::as_str), Some("SUCCESS"));
+                    prop_assert_eq!(p.get("return_code").map(String::as_str), Some("SUCCESS"));
+                }
+                prop_assert!(matches!(judge(&n, &m, None), Verdict::Reject(_)));
+            }
+
+            /// Arbitrary bytes never panic the notification parser and never verify.
+            #[test]
+            fn prop_garbage_notifications_never_verify(body in prop::collection::vec(any::<u8>(), 0..600)) {
+                prop_assert!(parse(&body, &s6_merchant()).is_err());
+            }
+        }
+    }
 }

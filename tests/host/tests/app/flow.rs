@@ -197,3 +197,61 @@ async fn lost_notification_polling_finds_paid() {
     assert_eq!(paid, 1);
     w.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn logs_are_one_json_line_per_request_and_state_change() {
+    let w = World::new().await;
+    let token = w.login("alice").await;
+    let created = w.create(&token, "tea", 1).await;
+    let order_no = created["order"]["order_no"].as_str().unwrap().to_owned();
+    let body = w.wechat.pay(&order_no, SignType::Md5);
+    assert!(is_success(&w.notify(body.clone()).await));
+    assert!(is_success(&w.notify(body).await));
+
+    let lines: Vec<Value> = w
+        .app
+        .log_entries()
+        .iter()
+        .map(|e| serde_json::from_str(e.text.trim_end()).expect("a JSON log line"))
+        .collect();
+    let of_order = |kind: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["log"] == kind && l["order_no"] == order_no.as_str())
+            .collect()
+    };
+    // Created, awaiting payment, paid: one line each, however many notifications came.
+    let changes: Vec<(Value, Value)> = of_order("state_change")
+        .iter()
+        .map(|l| (l["from"].clone(), l["to"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (Value::Null, json!("CREATED")),
+            (json!("CREATED"), json!("AWAITING_PAYMENT")),
+            (json!("AWAITING_PAYMENT"), json!("PAID")),
+        ]
+    );
+    let requests = of_order("request");
+    let outcomes: Vec<&str> = requests
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "applied", "duplicate"]);
+    assert_eq!(requests[0]["route"], "/api/orders");
+    assert_eq!(requests[0]["status"], 201);
+    assert_eq!(requests[1]["route"], "/api/wxpay/notify");
+    assert!(
+        requests
+            .iter()
+            .all(|l| l["latency_ms"].as_f64().unwrap() >= 0.0)
+    );
+    // The login line exists and names no openid, code or token.
+    let login = lines
+        .iter()
+        .find(|l| l["route"] == "/api/login")
+        .expect("a login line");
+    assert_eq!(login["outcome"], "ok");
+    w.assert_logs_clean();
+}

@@ -296,3 +296,80 @@ async fn live_mode_without_settings_names_the_variables() {
     );
     assert_no_secrets_logged(&app, &[]);
 }
+
+#[tokio::test]
+async fn json_routes_refuse_non_json_content_types_notify_is_lenient() {
+    let w = World::new().await;
+    let token = w.login("alice").await;
+    let with_type = |method: &str, path: &str, bearer: Option<&str>, body: String, ct: &str| {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ct);
+        if let Some(t) = bearer {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(body).unwrap()
+    };
+    let order = json!({"sku": "tea", "quantity": 1}).to_string();
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let res = w
+            .send(with_type(
+                "POST",
+                "/api/orders",
+                Some(&token),
+                order.clone(),
+                ct,
+            ))
+            .await;
+        assert_error(&res, 415, "unsupported_media_type", "application/json");
+        let res = w
+            .send(with_type(
+                "POST",
+                "/api/login",
+                None,
+                json!({"code": "u-bob-1"}).to_string(),
+                ct,
+            ))
+            .await;
+        assert_error(&res, 415, "unsupported_media_type", "application/json");
+        let res = w
+            .send(with_type(
+                "PUT",
+                "/api/admin/products/tea",
+                Some(ADMIN_TOKEN),
+                json!({"name": "x", "price": 1}).to_string(),
+                ct,
+            ))
+            .await;
+        assert_error(&res, 415, "unsupported_media_type", "application/json");
+    }
+    let res = w
+        .send(with_type(
+            "POST",
+            "/api/orders",
+            Some(&token),
+            order,
+            "application/json; charset=utf-8",
+        ))
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    // WeChat sends text/xml, but the notify route does not depend on it: any type is read as
+    // XML and judged by its signature alone.
+    let order_no = res.json::<Value>().unwrap()["order"]["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = w.wechat.pay(&order_no, wxpay::v2::sign::SignType::Md5);
+    let res = w
+        .send(with_type(
+            "POST",
+            NOTIFY_PATH,
+            None,
+            body,
+            "application/octet-stream",
+        ))
+        .await;
+    assert!(is_success(&res), "{}", res.text());
+    w.assert_logs_clean();
+}

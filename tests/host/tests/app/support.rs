@@ -125,6 +125,24 @@ impl FakeWechat {
         lock(&self.state).ledger.get(order_no).cloned()
     }
 
+    /// Every trade WeChat knows, by out_trade_no (the soak test's source of truth).
+    #[allow(dead_code)] // soak.rs
+    pub fn ledger(&self) -> BTreeMap<String, Trade> {
+        lock(&self.state).ledger.clone()
+    }
+
+    /// Requests whose signature did not verify, so far.
+    #[allow(dead_code)] // soak.rs
+    pub fn bad_requests(&self) -> usize {
+        lock(&self.state).bad_requests.len()
+    }
+
+    /// Drops every scripted fault not yet served.
+    #[allow(dead_code)] // soak.rs
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
     pub fn set_trade_state(&self, order_no: &str, state: &str) {
         let mut s = lock(&self.state);
         s.ledger.get_mut(order_no).expect("known trade").trade_state = Some(state.to_owned());
@@ -551,6 +569,7 @@ impl World {
         let mut extra: Vec<String> = lock_vec(&self.tokens).clone();
         extra.extend(lock_vec(&self.users).iter().map(|u| openid(u)));
         assert_no_secrets_logged(&self.app, &extra);
+        assert_logs_are_json(&self.app);
         self.wechat.assert_all_requests_verified();
         let host_errors = self.app.host_errors();
         assert!(host_errors.is_empty(), "the host reported: {host_errors:?}");
@@ -579,6 +598,31 @@ pub fn assert_no_secrets_logged(app: &TestApp, extra: &[String]) {
             !logs.contains(&secret),
             "the logs contain a secret value or a full openid"
         );
+    }
+}
+
+/// Every line the components printed is one JSON object (issue 6): a `request` line has the
+/// route, method, status, outcome and latency; a `state_change` line the order number and the
+/// new status; nothing else is printed (in live mode).
+pub fn assert_logs_are_json(app: &TestApp) {
+    for entry in app.log_entries() {
+        let line = entry.text.trim_end();
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        match v["log"].as_str() {
+            Some("request") => {
+                for field in ["component", "method", "route", "outcome"] {
+                    assert!(v[field].is_string(), "{field} missing: {line}");
+                }
+                assert!(v["status"].is_u64(), "status missing: {line}");
+                assert!(v["latency_ms"].is_number(), "latency_ms missing: {line}");
+            }
+            Some("state_change") => {
+                assert!(v["order_no"].is_string(), "{line}");
+                assert!(v["to"].is_string(), "{line}");
+            }
+            _ => panic!("unexpected log line: {line}"),
+        }
     }
 }
 
