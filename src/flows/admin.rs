@@ -431,11 +431,14 @@ where
                 "orderquery answer not applied (trade_state {:?}); see the order's alerts",
                 answer.trade_state
             )),
+            // Unpaid at WeChat and no longer payable: the prepay expired, or the order is
+            // still CREATED past the grace period — its pay params were never handed out (they
+            // are answered only after AWAITING_PAYMENT is stored), so nobody can pay it.
             QueryEffect::Unchanged
                 if matches!(
                     answer.trade_state,
                     TradeState::NotPay | TradeState::PayError
-                ) && now >= payable_until(&order) =>
+                ) && (order.status == Status::Created || now >= payable_until(&order)) =>
             {
                 close_at_wechat(env, &mut order, now).await
             }

@@ -1522,3 +1522,31 @@ mod input_props {
         }
     }
 }
+
+#[test]
+fn reconcile_closes_created_orders_whose_pay_params_were_never_handed_out() {
+    let w = World::new();
+    // The unified order succeeds at WeChat, but storing AWAITING_PAYMENT fails: 503, no pay
+    // params, the order stays CREATED while WeChat holds an unpaid trade.
+    w.store.fail_sets_after("order:", 1, Some(1));
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 1}));
+    assert_eq!(r.status, 503, "{r:?}");
+    let order_no = w.store.orders()[0].order_no.clone();
+    assert_eq!(w.store.orders()[0].status, Status::Created);
+    assert_eq!(w.wx.trades.borrow()[&order_no].state, "NOTPAY");
+
+    w.clock.advance(admin::CREATED_GRACE_SECS);
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    let body = r.json_body().unwrap();
+    assert_eq!(
+        (body["checked"].clone(), body["closed"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
+    assert_eq!(w.order(&order_no).status, Status::Closed);
+    assert_eq!(
+        w.wx.trades.borrow()[&order_no].state,
+        "CLOSED",
+        "closed at WeChat first"
+    );
+}

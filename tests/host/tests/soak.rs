@@ -18,8 +18,8 @@
 //! thread interleaving of concurrent requests is the runtime's and is not replayed exactly).
 //! A long run: `SOAK_ORDERS=5000 cargo test -p spin-test-host --test soak -- --nocapture`.
 //!
-//! Settling: reconcile leaves CREATED orders younger than 60 s alone and closes unpaid ones
-//! only once their 2 h payment window is over. Before the final reconcile the test ages every
+//! Settling: reconcile leaves CREATED orders younger than 60 s alone and closes unpaid
+//! AWAITING_PAYMENT ones only once their 2 h payment window is over. Before the final reconcile the test ages every
 //! open order by rewriting its stored `created_at` (and `prepay_expires_at`) 3 hours into the
 //! past with `app.kv("default").set`, once all traffic has stopped (no flow can race it).
 
