@@ -37,6 +37,10 @@ pub enum XmlError {
     StrayText,
     #[error("content after the closing </xml>")]
     TrailingContent,
+    /// A control character (other than tab and line feed) in a value: WeChat never sends one,
+    /// and a carriage return from `&#13;` would not survive a write/read round trip.
+    #[error("field <{0}> contains a control character")]
+    ControlCharacter(String),
     #[error("XML ends before </xml>")]
     Truncated,
     #[error("malformed XML: {0}")]
@@ -144,6 +148,12 @@ pub fn read(input: &[u8]) -> Result<Params, XmlError> {
             }
             (State::InField { name, value }, Event::End(_)) => {
                 // quick-xml has already checked that the end tag matches.
+                if value
+                    .chars()
+                    .any(|c| c.is_control() && c != '\t' && c != '\n')
+                {
+                    return Err(XmlError::ControlCharacter(name));
+                }
                 params.insert(name, value);
                 State::InRoot
             }
@@ -314,6 +324,28 @@ mod tests {
         );
         let fits = format!("<xml><a>{}</a></xml>", "x".repeat(MAX_XML_BYTES - 20));
         assert!(read(fits.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn refuses_control_characters_in_values() {
+        // Found by fuzzing (xml_read): `&#13;` parsed to a lone CR, which CDATA cannot carry
+        // back (XML normalizes it to LF), so the value did not round-trip.
+        assert_eq!(
+            read(b"<xml><a>x&#13;y</a></xml>"),
+            Err(XmlError::ControlCharacter("a".into()))
+        );
+        assert_eq!(
+            read(b"<xml><a>\0</a></xml>"),
+            Err(XmlError::ControlCharacter("a".into()))
+        );
+        assert_eq!(
+            read(b"<xml><b><![CDATA[\x0c]]></b></xml>"),
+            Err(XmlError::ControlCharacter("b".into()))
+        );
+        // Line ends are normalized and tabs kept: those values round-trip.
+        let p = read(b"<xml><a>x\r\ny\tz</a></xml>").unwrap();
+        assert_eq!(p["a"], "x\ny\tz");
+        assert_eq!(read(write(&p).as_bytes()), Ok(p));
     }
 
     #[test]
