@@ -186,6 +186,21 @@ fn refused<N: Nonce>(
     )
 }
 
+/// WeChat's refusal for a trade that is already paid (ORDERPAID) or closed (ORDERCLOSED), the
+/// same for unifiedorder and closeorder.
+fn refused_terminal<N: Nonce>(
+    checked: &Checked,
+    nonce_source: &N,
+    state: TradeState,
+    bad_signature: bool,
+) -> Response {
+    let (err_code, err_code_des) = match state {
+        TradeState::Success => ("ORDERPAID", "该订单已支付"),
+        _ => ("ORDERCLOSED", "订单已关闭"),
+    };
+    refused(checked, nonce_source, err_code, err_code_des, bad_signature)
+}
+
 fn system_error<N: Nonce>(checked: &Checked, nonce_source: &N) -> Response {
     refused(checked, nonce_source, "SYSTEMERROR", "系统错误", false)
 }
@@ -423,20 +438,9 @@ async fn unified_order<S: Store, T, C: Clock, N: Nonce>(
     };
     if let Some(order) = existing {
         return match order.trade_state {
-            TradeState::Success => refused(
-                checked,
-                &env.nonce,
-                "ORDERPAID",
-                "该订单已支付",
-                bad_signature,
-            ),
-            TradeState::Closed => refused(
-                checked,
-                &env.nonce,
-                "ORDERCLOSED",
-                "订单已关闭",
-                bad_signature,
-            ),
+            state @ (TradeState::Success | TradeState::Closed) => {
+                refused_terminal(checked, &env.nonce, state, bad_signature)
+            }
             TradeState::Notpay if order.request != request => refused(
                 checked,
                 &env.nonce,
@@ -571,20 +575,9 @@ async fn close_order<S: Store, T, C, N: Nonce>(
         Err(_) => return system_error(checked, &env.nonce),
     };
     match order.trade_state {
-        TradeState::Success => refused(
-            checked,
-            &env.nonce,
-            "ORDERPAID",
-            "该订单已支付",
-            bad_signature,
-        ),
-        TradeState::Closed => refused(
-            checked,
-            &env.nonce,
-            "ORDERCLOSED",
-            "订单已关闭",
-            bad_signature,
-        ),
+        state @ (TradeState::Success | TradeState::Closed) => {
+            refused_terminal(checked, &env.nonce, state, bad_signature)
+        }
         TradeState::Notpay => {
             order.trade_state = TradeState::Closed;
             if save_order(&env.store, &order).await.is_err() {
