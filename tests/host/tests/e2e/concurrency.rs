@@ -59,7 +59,14 @@ async fn reused_instances_serve_many_requests_concurrently() -> anyhow::Result<(
         max_served >= 3,
         "no instance served several requests: {all:?}"
     );
-    assert_eq!(app.instances_created("fixture"), Some(ids.len() as u64));
+    // The dispatcher may start an instance that ends up serving nothing (the work went to a
+    // busy one first), so the count is a lower bound, not an equality.
+    let created = app.instances_created("fixture").unwrap_or(0);
+    assert!(
+        created >= ids.len() as u64,
+        "created {created}, seen {}",
+        ids.len()
+    );
     Ok(())
 }
 
