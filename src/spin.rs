@@ -403,6 +403,10 @@ fn body_error(e: &ErrorCode) -> &'static str {
 /// [`Refusal::BodyTooLarge`] both), the `Authorization` header and the client address
 /// (`spin-client-addr`, `ip:port`). The refusal's answer is the caller's (JSON, or the notify
 /// route's FAIL XML).
+///
+/// The body of a GET or HEAD request, or one declared `Content-Length: 0`, is not read: no
+/// route takes a GET body, and reading an empty body stream costs about as much as a
+/// hello-world request (docs/PERFORMANCE.md, "probes").
 pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
     let (parts, mut body) = req.into_parts();
     let declared = parts
@@ -413,14 +417,18 @@ pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
         return Err(Refusal::BodyTooLarge);
     }
+    let bodiless =
+        parts.method == Method::GET || parts.method == Method::HEAD || declared == Some(0);
     let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Refusal::UnreadableBody(body_error(&e).into()))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_REQUEST_BODY_BYTES {
-                return Err(Refusal::BodyTooLarge);
+    if !bodiless {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Refusal::UnreadableBody(body_error(&e).into()))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > MAX_REQUEST_BODY_BYTES {
+                    return Err(Refusal::BodyTooLarge);
+                }
+                bytes.extend_from_slice(&data);
             }
-            bytes.extend_from_slice(&data);
         }
     }
     let text = |name: &str| {
@@ -544,10 +552,11 @@ fn log(
     answer: &Answer,
     latency: Duration,
 ) {
+    // Only an error answer carries an error code: a success body is not parsed for one.
     let outcome = answer
         .outcome
         .clone()
-        .or_else(|| answer.response.error_code())
+        .or_else(|| (answer.response.status >= 400).then(|| answer.response.error_code())?)
         .unwrap_or_else(|| "ok".to_owned());
     let mut line = serde_json::Map::new();
     line.insert("log".into(), "request".into());

@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo run -p spin-test-host --example load            # 3 s per measurement
 //! LOAD_SECS=1 LOAD_MAX=20000 cargo run -p spin-test-host --example load
+//! LOAD_ROUTES=notify,health LOAD_CLIENTS=1 cargo run -p spin-test-host --example load
 //! ```
 //!
 //! Each measurement runs for `LOAD_SECS` (default 3) or `LOAD_MAX` requests (default 100000),
@@ -96,6 +97,10 @@ impl Route {
         }
         if !self.body.is_empty() {
             builder = builder.header("content-type", "application/json");
+        }
+        // As an HTTP client does for a request with a body of known length (hyper, `curl -d`).
+        if self.method != "GET" {
+            builder = builder.header("content-length", self.body.len());
         }
         builder.body(self.body.clone()).expect("valid request")
     }
@@ -323,21 +328,78 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| route | clients | requests | rps | p50 µs | p99 µs | vs hello-world |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for clients in CONCURRENCY {
-        let before = measure(&hello, &hello_route, clients, secs, max).await;
-        let mut rows = vec![(
-            hello_log.name,
-            measure(&hello, &hello_log, clients, secs, max).await,
-        )];
-        for route in &routes {
-            rows.push((route.name, measure(&app, route, clients, secs, max).await));
+    // The probes (tests/probe): hello-world plus one runtime feature each, in the hello app;
+    // `all` uses every feature the notify route uses, with the notification as its body.
+    let probes: Vec<Route> = [
+        ("probe: none", "GET", "none"),
+        ("probe: read body", "POST", "body"),
+        ("probe: read empty body", "GET", "body"),
+        ("probe: 2 headers", "GET", "headers"),
+        ("probe: variable", "GET", "variable"),
+        ("probe: KV open + get", "GET", "kv"),
+        ("probe: clocks", "GET", "clock"),
+        ("probe: log line", "GET", "log"),
+        ("probe: JSON log line", "GET", "json-log"),
+        ("probe: all of these", "POST", "all"),
+    ]
+    .into_iter()
+    .map(|(name, method, probe)| Route {
+        name,
+        method,
+        path: format!("/probe/{probe}"),
+        bearer: None,
+        body: if method == "POST" {
+            notify.body.clone()
+        } else {
+            Bytes::new()
+        },
+        status: 200,
+    })
+    .collect();
+
+    // `LOAD_ROUTES=notify,health` measures only the routes whose names contain one of these
+    // (for profiling one route); `LOAD_CLIENTS=4` one concurrency.
+    let only: Vec<String> = std::env::var("LOAD_ROUTES")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let routes: Vec<(&TestApp, &Route)> = routes
+        .iter()
+        .map(|r| (&app, r))
+        .chain(probes.iter().map(|r| (&hello, r)))
+        .filter(|(_, r)| only.is_empty() || only.iter().any(|o| r.name.contains(o.as_str())))
+        .collect();
+    let concurrency: Vec<usize> = match std::env::var("LOAD_CLIENTS") {
+        Ok(v) => v.split(',').filter_map(|n| n.parse().ok()).collect(),
+        Err(_) => CONCURRENCY.to_vec(),
+    };
+    // `LOAD_FLOOR=0` leaves out the hello-world rows (profiling one route alone; no ratios).
+    let floor_on = env_or("LOAD_FLOOR", 1) != 0;
+    for clients in concurrency {
+        let mut rows = Vec::new();
+        if floor_on {
+            rows.push((
+                "hello-world (before)",
+                measure(&hello, &hello_route, clients, secs, max).await,
+            ));
+            rows.push((
+                hello_log.name,
+                measure(&hello, &hello_log, clients, secs, max).await,
+            ));
         }
-        let after = measure(&hello, &hello_route, clients, secs, max).await;
-        let floor = (before.rps + after.rps) / 2.0;
-        for (name, m) in std::iter::once(("hello-world (before)", before))
-            .chain(rows)
-            .chain(std::iter::once(("hello-world (after)", after)))
-        {
+        for (target, route) in &routes {
+            rows.push((route.name, measure(target, route, clients, secs, max).await));
+        }
+        if floor_on {
+            rows.push((
+                "hello-world (after)",
+                measure(&hello, &hello_route, clients, secs, max).await,
+            ));
+        }
+        let floor = match (rows.first(), rows.last()) {
+            (Some(before), Some(after)) if floor_on => (before.1.rps + after.1.rps) / 2.0,
+            _ => f64::NAN,
+        };
+        for (name, m) in rows {
             let errors = if m.errors > 0 {
                 format!(" ({} wrong answers)", m.errors)
             } else {

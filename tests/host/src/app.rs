@@ -92,6 +92,10 @@ fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
+        // `perf record` can name the guests' functions (docs/PERFORMANCE.md, "Profile").
+        if std::env::var_os("SPIN_TEST_HOST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pool = PoolingAllocationConfig::default();
         // Enough for many apps' instances at once within one test binary.
         pool.total_component_instances(1000);

@@ -45,6 +45,33 @@ async fn malformed_and_oversized_bodies_on_every_route() {
     w.assert_logs_clean();
 }
 
+/// Requests that carry no body by HTTP's rules (GET, `Content-Length: 0`) are answered without
+/// reading one: an undeclared oversized body on a GET is ignored rather than refused.
+#[tokio::test]
+async fn bodies_of_get_and_zero_length_requests_are_not_read() {
+    let w = World::new().await;
+    let token = w.login("alice").await;
+    let order_no = w.create(&token, "tea", 1).await["order"]["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get = http::Request::get(format!("/api/orders/{order_no}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("transfer-encoding", "chunked")
+        .body("x".repeat(BIG))
+        .unwrap();
+    let res = w.send(get).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let pay = http::Request::post(format!("/api/orders/{order_no}/pay-params"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-length", "0")
+        .body(String::new())
+        .unwrap();
+    let res = w.send(pay).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    w.assert_logs_clean();
+}
+
 #[tokio::test]
 async fn quantity_sku_and_login_code_are_validated() {
     let w = World::new().await;
