@@ -284,8 +284,39 @@ enum Scheme {
 #[derive(Debug)]
 struct HttpUrl<'a> {
     scheme: Scheme,
+    /// `host[:port]`.
+    authority: &'a str,
     /// Everything after the authority: empty or starting with `/`, `?` or `#`.
     rest: &'a str,
+}
+
+/// An outbound request URL as `wasi:http` takes it (the Spin transport sets scheme, authority
+/// and path separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget<'a> {
+    pub https: bool,
+    /// `host[:port]`.
+    pub authority: &'a str,
+    /// The path and query, starting with `/`.
+    pub path_and_query: String,
+}
+
+/// Splits a request URL (a configured origin plus a path and query) for `wasi:http`; `None`
+/// for a URL [`parse_http_url`] refuses or one with a fragment.
+pub fn request_target(url: &str) -> Option<RequestTarget<'_>> {
+    let parsed = parse_http_url(url).ok()?;
+    if parsed.rest.contains('#') {
+        return None;
+    }
+    let path_and_query = match parsed.rest {
+        rest if rest.starts_with('/') => rest.to_owned(),
+        rest => format!("/{rest}"),
+    };
+    Some(RequestTarget {
+        https: parsed.scheme == Scheme::Https,
+        authority: parsed.authority,
+        path_and_query,
+    })
 }
 
 /// Checks an absolute `http(s)://host[:port]...` URL: lowercase scheme, a host, an optional
@@ -342,7 +373,11 @@ fn parse_http_url(value: &str) -> Result<HttpUrl<'_>, String> {
             return Err(format!("has an invalid port in {}", quote(value)));
         }
     }
-    Ok(HttpUrl { scheme, rest })
+    Ok(HttpUrl {
+        scheme,
+        authority,
+        rest,
+    })
 }
 
 /// An API origin: `http(s)://host[:port]`, an optional trailing `/` is dropped. Paths are refused
@@ -744,6 +779,37 @@ pub fn check_all<S: VariableSource + ?Sized>(source: &S) -> Vec<ConfigProblem> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_targets_split_for_wasi_http() {
+        let target = |url| super::request_target(url);
+        let t = target("https://api.mch.weixin.qq.com/pay/unifiedorder").unwrap();
+        assert!(t.https);
+        assert_eq!(t.authority, "api.mch.weixin.qq.com");
+        assert_eq!(t.path_and_query, "/pay/unifiedorder");
+        let t = target("http://127.0.0.1:8080/sns/jscode2session?appid=wx1&js_code=a%20b").unwrap();
+        assert!(!t.https);
+        assert_eq!(t.authority, "127.0.0.1:8080");
+        assert_eq!(
+            t.path_and_query,
+            "/sns/jscode2session?appid=wx1&js_code=a%20b"
+        );
+        assert_eq!(
+            target("https://h.example?q=1").unwrap().path_and_query,
+            "/?q=1"
+        );
+        assert_eq!(target("http://self.alt").unwrap().path_and_query, "/");
+        for bad in [
+            "ftp://h.example/x",
+            "https:///x",
+            "https://user@h.example/x",
+            "https://h.example/a b",
+            "https://h.example/x#frag",
+            "h.example/x",
+        ] {
+            assert_eq!(target(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     const LIVE_API_KEY: &str = "Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk";

@@ -5,7 +5,7 @@
 //! | port | here |
 //! |---|---|
 //! | [`Store`] | [`SpinStore`]: Spin KV, store `default`, opened lazily at most once per request |
-//! | [`Transport`] | [`SpinTransport`]: `spin_sdk::http::send` with connect / first-byte timeouts |
+//! | [`Transport`] | [`SpinTransport`]: `wasi:http` `client.send` with connect / first-byte timeouts |
 //! | [`VariableSource`] | [`SpinVariables`]: every variable read once per instance, cached |
 //! | [`Clock`] | [`SystemClock`]: the wall clock |
 //! | [`Nonce`] | [`OsRandom`]: `getrandom` (`wasi:random`) |
@@ -21,12 +21,13 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use spin_sdk::http::{HeaderMap, Method, StatusCode};
 use spin_sdk::key_value;
-use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
-use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
+use spin_sdk::wasip3::http::types::{
+    Fields, Method, Request as WasiRequest, RequestOptions, Response as WasiResponse, Scheme,
+    Trailers,
+};
+use spin_sdk::wasip3::wit_bindgen::{FutureReader, StreamReader, StreamResult};
+use spin_sdk::wasip3::{wit_future, wit_stream};
 
 use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, VariableSource};
 use crate::flows::notify::{self, NotifyOutcome};
@@ -114,7 +115,7 @@ pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest reply body read (WeChat's XML/JSON replies are tiny; the XML codec's own limit).
 pub const MAX_REPLY_BODY_BYTES: usize = crate::v2::xml::MAX_XML_BYTES;
 
-/// `spin_sdk::http::send` as [`Transport`], with [`CONNECT_TIMEOUT`], [`FIRST_BYTE_TIMEOUT`]
+/// `wasi:http` `client.send` as [`Transport`], with [`CONNECT_TIMEOUT`], [`FIRST_BYTE_TIMEOUT`]
 /// and [`BETWEEN_BYTES_TIMEOUT`]. The host enforces `allowed_outbound_hosts`.
 ///
 /// Errors are fixed texts chosen from the WASI error code: never the URL (the login URL
@@ -128,39 +129,46 @@ impl SpinTransport {
         method: Method,
         url: &str,
         content_type: Option<&'static str>,
-        body: Bytes,
+        body: Vec<u8>,
     ) -> Result<HttpReply, TransportError> {
-        let mut builder = spin_sdk::http::Request::<()>::builder()
-            .method(method)
-            .uri(url)
-            .extension(RequestOptionsExtension(timeouts()));
-        if let Some(content_type) = content_type {
-            builder = builder.header("content-type", content_type);
-        }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|_| TransportError::Other("invalid request URL or header".into()))?;
-        let response = spin_sdk::http::send(request)
+        let invalid = || TransportError::Other("invalid request URL or header".into());
+        let target = crate::config::request_target(url).ok_or_else(invalid)?;
+        let scheme = if target.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let fields: Vec<(String, Vec<u8>)> = content_type
+            .map(|v| ("content-type".to_owned(), v.as_bytes().to_vec()))
+            .into_iter()
+            .collect();
+        let headers = Fields::from_list(&fields).map_err(|_| invalid())?;
+        let (contents, trailers) = outgoing_body(body);
+        let (request, _sent) = WasiRequest::new(headers, contents, trailers, Some(timeouts()));
+        request.set_method(&method).map_err(|()| invalid())?;
+        request.set_scheme(Some(&scheme)).map_err(|()| invalid())?;
+        request
+            .set_authority(Some(target.authority))
+            .map_err(|()| invalid())?;
+        request
+            .set_path_with_query(Some(&target.path_and_query))
+            .map_err(|()| invalid())?;
+        let response = spin_sdk::wasip3::http::client::send(request)
             .await
             .map_err(|e| transport_error(&e))?;
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| transport_error(&e))?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > MAX_REPLY_BODY_BYTES {
-                    return Err(TransportError::Other(format!(
-                        "reply body over {MAX_REPLY_BODY_BYTES} bytes"
-                    )));
+        let status = response.get_status_code();
+        let (result, result_reader) = wit_future::new(|| Ok(()));
+        let (stream, trailers) = WasiResponse::consume_body(response, result_reader);
+        let body = read_body(stream, trailers, MAX_REPLY_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    TransportError::Other(format!("reply body over {MAX_REPLY_BODY_BYTES} bytes"))
                 }
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(HttpReply {
-            status,
-            body: bytes,
-        })
+                BodyError::Failed(e) => transport_error(&e),
+            })?;
+        drop(result);
+        Ok(HttpReply { status, body })
     }
 }
 
@@ -208,11 +216,11 @@ fn transport_error(e: &ErrorCode) -> TransportError {
 impl Transport for SpinTransport {
     async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
         let xml = Some("text/xml; charset=utf-8");
-        self.send(Method::POST, url, xml, Bytes::from(body)).await
+        self.send(Method::Post, url, xml, body.into_bytes()).await
     }
 
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
-        self.send(Method::GET, url, None, Bytes::new()).await
+        self.send(Method::Get, url, None, Vec::new()).await
     }
 }
 
@@ -326,23 +334,56 @@ impl Nonce for OsRandom {
 
 // ---- Requests -----------------------------------------------------------------------------------
 
-/// The inbound request type of a `#[http_service]` handler.
-pub type HttpRequest = spin_sdk::http::Request;
+/// The inbound request of a component's handler: the raw `wasi:http` request. The adapter reads
+/// it directly (no `http`-crate conversion of every header and the URI: it needs a few headers
+/// and the body; docs/PERFORMANCE.md).
+pub type HttpRequest = WasiRequest;
 /// What [`serve`] answers.
-pub type HttpResponse = spin_sdk::http::Response<Full<Bytes>>;
+pub type HttpResponse = WasiResponse;
+pub use spin_sdk::wasip3::http::types::ErrorCode;
+
+/// Exports `async fn $handler(HttpRequest) -> Result<HttpResponse, ErrorCode>` as the
+/// component's `wasi:http` handler (what spin-sdk's `#[http_service]` does, minus its
+/// `http`-crate conversions).
+#[macro_export]
+macro_rules! export_http_handler {
+    ($handler:ident) => {
+        mod __wxpay_http_export {
+            struct Handler;
+            ::spin_sdk::wasip3::http::service::export!(Handler);
+            impl ::spin_sdk::wasip3::exports::http::handler::Guest for Handler {
+                async fn handle(
+                    request: $crate::spin::HttpRequest,
+                ) -> ::core::result::Result<$crate::spin::HttpResponse, $crate::spin::ErrorCode>
+                {
+                    super::$handler(request).await
+                }
+            }
+        }
+    };
+}
 
 /// An inbound request, read: what the flows need ([`Request`]) plus the routing facts Spin
 /// reports in its `spin-*` headers.
 #[derive(Debug)]
 pub struct Incoming {
-    pub method: Method,
+    /// The method's name (`GET`, `POST`, ...).
+    pub method: String,
     pub request: Request,
-    headers: HeaderMap,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The value of the first field named `name` (case-insensitive), if it is UTF-8.
+fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 impl Incoming {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        field(&self.headers, name)
     }
 
     /// The manifest route that matched (`spin-matched-route`, e.g. `/api/orders/:order_no`):
@@ -373,7 +414,7 @@ impl Incoming {
     /// [`Refusal::MethodNotAllowed`] for this request's method on its route.
     pub fn wrong_method(&self) -> Refusal {
         Refusal::MethodNotAllowed {
-            method: self.method.to_string(),
+            method: self.method.clone(),
             route: self.route().to_owned(),
         }
     }
@@ -381,6 +422,22 @@ impl Incoming {
     /// The JSON 405 `method_not_allowed` for this request's method on its route.
     pub fn method_not_allowed(&self) -> Response {
         self.wrong_method().response()
+    }
+}
+
+/// The name of a `wasi:http` method, as HTTP spells it.
+fn method_name(method: Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other,
     }
 }
 
@@ -398,7 +455,71 @@ fn body_error(e: &ErrorCode) -> &'static str {
     }
 }
 
-/// Reads a request: the body up to [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is
+/// Why a body (inbound request or outbound reply) could not be read.
+enum BodyError {
+    /// Longer than the reader's limit (reading stopped there).
+    TooLarge,
+    /// The host reported an error (the trailers future resolved to it).
+    Failed(ErrorCode),
+}
+
+/// The future of a body's trailers (or the error that ended the transfer).
+type TrailersReader = FutureReader<Result<Option<Trailers>, ErrorCode>>;
+
+/// Bytes asked of the host per read: WeChat's messages and our requests are a few KB.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Reads a body stream to its end, at most `limit` bytes, then its trailers future (where the
+/// host reports a failed transfer).
+async fn read_body(
+    mut stream: StreamReader<u8>,
+    trailers: TrailersReader,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let mut bytes = Vec::new();
+    loop {
+        // Room for at most one byte past the limit: enough to tell that it was passed.
+        let room = (limit + 1 - bytes.len()).min(READ_CHUNK_BYTES);
+        bytes.reserve_exact(room);
+        let (result, filled) = stream.read(bytes).await;
+        bytes = filled;
+        if bytes.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match result {
+            StreamResult::Complete(_) => {}
+            StreamResult::Dropped | StreamResult::Cancelled => break,
+        }
+    }
+    drop(stream);
+    match trailers.await {
+        Ok(_) => Ok(bytes),
+        Err(e) => Err(BodyError::Failed(e)),
+    }
+}
+
+/// A body to send: its stream (none when empty: a zero-length body) and trailers future,
+/// written by a spawned task as the host reads them.
+fn outgoing_body(body: Vec<u8>) -> (Option<StreamReader<u8>>, TrailersReader) {
+    let (trailers_writer, trailers) = wit_future::new(|| Ok(None));
+    let (writer, reader) = if body.is_empty() {
+        (None, None)
+    } else {
+        let (writer, reader) = wit_stream::new();
+        (Some(writer), Some(reader))
+    };
+    spin_sdk::wit_bindgen::spawn(async move {
+        if let Some(mut writer) = writer {
+            // What the reader did not take (it went away) is dropped with it; dropping the
+            // writer ends the stream before the trailers are sent.
+            let _ = writer.write_all(body).await;
+        }
+        let _ = trailers_writer.write(Ok(None)).await;
+    });
+    (reader, trailers)
+}
+
+/// Reads a request whose method and headers [`serve_with`] has read: the body up to [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is
 /// refused before reading, a longer body as soon as it passes the limit:
 /// [`Refusal::BodyTooLarge`] both), the `Authorization` header and the client address
 /// (`spin-client-addr`, `ip:port`). The refusal's answer is the caller's (JSON, or the notify
@@ -407,69 +528,65 @@ fn body_error(e: &ErrorCode) -> &'static str {
 /// The body of a GET or HEAD request, or one declared `Content-Length: 0`, is not read: no
 /// route takes a GET body, and reading an empty body stream costs about as much as a
 /// hello-world request (docs/PERFORMANCE.md, "probes").
-pub async fn read_request(req: HttpRequest) -> Result<Incoming, Refusal> {
-    let (parts, mut body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+async fn read_request(
+    req: HttpRequest,
+    method: String,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<Incoming, Refusal> {
+    let declared = field(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
         return Err(Refusal::BodyTooLarge);
     }
-    let bodiless =
-        parts.method == Method::GET || parts.method == Method::HEAD || declared == Some(0);
-    let mut bytes = Vec::new();
-    if !bodiless {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Refusal::UnreadableBody(body_error(&e).into()))?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > MAX_REQUEST_BODY_BYTES {
-                    return Err(Refusal::BodyTooLarge);
-                }
-                bytes.extend_from_slice(&data);
-            }
-        }
-    }
-    let text = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    let bodiless = method == "GET" || method == "HEAD" || declared == Some(0);
+    let body = if bodiless {
+        Vec::new()
+    } else {
+        // Dropping `result` after the read tells the host the body was taken fine.
+        let (result, result_reader) = wit_future::new(|| Ok(()));
+        let (stream, trailers) = WasiRequest::consume_body(req, result_reader);
+        let body = read_body(stream, trailers, MAX_REQUEST_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => Refusal::BodyTooLarge,
+                BodyError::Failed(e) => Refusal::UnreadableBody(body_error(&e).into()),
+            })?;
+        drop(result);
+        body
     };
+    let text = |name: &str| field(&headers, name).map(str::to_owned);
     let request = Request {
-        body: bytes,
+        body,
         authorization: text("authorization"),
         client_addr: text("spin-client-addr"),
         content_type: text("content-type"),
     };
     Ok(Incoming {
-        method: parts.method,
+        method,
         request,
-        headers: parts.headers,
+        headers,
     })
 }
 
 // ---- Responses ----------------------------------------------------------------------------------
 
-/// A flow's [`Response`] as a spin-sdk response. `Cache-Control: no-store` on everything: the
-/// answers carry session tokens, pay signatures and order state.
-pub fn into_http(response: Response) -> HttpResponse {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut builder = spin_sdk::http::Response::<()>::builder()
-        .status(status)
-        .header("cache-control", "no-store");
+/// A flow's [`Response`] as a `wasi:http` response. `Cache-Control: no-store` on everything:
+/// the answers carry session tokens, pay signatures and order state.
+pub fn into_http(response: Response) -> Result<HttpResponse, ErrorCode> {
+    let refused = |what: &str| ErrorCode::InternalError(Some(format!("response {what} refused")));
+    let mut fields = vec![("cache-control".to_owned(), b"no-store".to_vec())];
     if !response.body.is_empty() {
-        builder = builder.header("content-type", response.content_type);
+        fields.push((
+            "content-type".to_owned(),
+            response.content_type.as_bytes().to_vec(),
+        ));
     }
-    builder
-        .body(Full::new(Bytes::from(response.body)))
-        .unwrap_or_else(|_| {
-            let mut fallback = spin_sdk::http::Response::new(Full::new(Bytes::new()));
-            *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            fallback
-        })
+    let headers = Fields::from_list(&fields).map_err(|_| refused("headers"))?;
+    let (contents, trailers) = outgoing_body(response.body);
+    let (http_response, _sent) = WasiResponse::new(headers, contents, trailers);
+    http_response
+        .set_status_code(response.status)
+        .map_err(|()| refused("status"))?;
+    Ok(http_response)
 }
 
 /// A handler's answer and, for the log, what happened (default: the error code, or `ok`) and
@@ -546,7 +663,7 @@ pub fn describe_notify(
 /// order in the answer.
 fn log(
     component: &str,
-    method: &Method,
+    method: &str,
     route: &str,
     path_order_no: Option<&str>,
     answer: &Answer,
@@ -561,7 +678,7 @@ fn log(
     let mut line = serde_json::Map::new();
     line.insert("log".into(), "request".into());
     line.insert("component".into(), component.into());
-    line.insert("method".into(), method.as_str().into());
+    line.insert("method".into(), method.into());
     line.insert("route".into(), route.into());
     line.insert("status".into(), answer.response.status.into());
     line.insert("outcome".into(), outcome.into());
@@ -607,7 +724,11 @@ fn warn_if_simulated(component: &str, vars: &SpinVariables) {
 
 /// Runs one request through a JSON route's handler: [`serve_with`] answering a refusal with
 /// the core's JSON ([`Refusal::response`]).
-pub async fn serve<A, H>(component: &str, req: HttpRequest, handler: H) -> HttpResponse
+pub async fn serve<A, H>(
+    component: &str,
+    req: HttpRequest,
+    handler: H,
+) -> Result<HttpResponse, ErrorCode>
 where
     A: Into<Answer>,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
@@ -617,7 +738,7 @@ where
 
 /// Runs one request through the notify route's handler: [`serve_with`] answering a refusal
 /// (body too large, variables unreadable) with WeChat's FAIL XML ([`notify::refuse`]).
-pub async fn serve_notify<A, H>(req: HttpRequest, handler: H) -> HttpResponse
+pub async fn serve_notify<A, H>(req: HttpRequest, handler: H) -> Result<HttpResponse, ErrorCode>
 where
     A: Into<Answer>,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
@@ -635,7 +756,7 @@ pub async fn serve_with<A, R, F, H>(
     req: HttpRequest,
     refuse: F,
     handler: H,
-) -> HttpResponse
+) -> Result<HttpResponse, ErrorCode>
 where
     A: Into<Answer>,
     R: Into<Answer>,
@@ -644,19 +765,14 @@ where
 {
     let started = std::time::Instant::now();
     crate::flows::log::set_sink(print_line);
-    let method = req.method().clone();
-    let path_order_no = req
-        .headers()
-        .get("spin-path-match-order_no")
-        .and_then(|v| v.to_str().ok())
+    let method = method_name(req.get_method());
+    let headers = req.get_headers().copy_all();
+    let path_order_no = field(&headers, "spin-path-match-order_no")
         .map(|v| crate::v2::api::cut_to_bytes(v, 64).to_owned());
-    let route = req
-        .headers()
-        .get("spin-matched-route")
-        .and_then(|v| v.to_str().ok())
+    let route = field(&headers, "spin-matched-route")
         .unwrap_or("?")
         .to_owned();
-    let answer: Answer = match read_request(req).await {
+    let answer: Answer = match read_request(req, method.clone(), headers).await {
         Err(refused) => refuse(refused).into(),
         Ok(incoming) => match variables().await {
             Err(problems) => refuse(Refusal::Config(problems)).into(),

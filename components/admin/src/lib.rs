@@ -6,19 +6,20 @@
 //! already holds the merchant credentials; spin.toml therefore declares all variables for this
 //! component. Reaches WeChat Pay (reconcile queries and closes orders).
 
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use wxpay::flows::{AdminFlowConfig, Env, Response, admin, health};
-use wxpay::spin::{self, OsRandom, SpinStore, SpinTransport, SystemClock};
+use wxpay::spin::{
+    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SpinTransport, SystemClock,
+};
 
 /// The health route as spin.toml declares it (`spin-matched-route`).
 const HEALTH_ROUTE: &str = "/api/health";
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+wxpay::export_http_handler!(handle);
+
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("admin", req, async |incoming, vars| {
         if incoming.route() == HEALTH_ROUTE {
-            if incoming.method != Method::GET {
+            if incoming.method != "GET" {
                 return incoming.method_not_allowed();
             }
             return health::health(vars);

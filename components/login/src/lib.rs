@@ -4,15 +4,14 @@
 //! no merchant key. The request URL it sends carries the app secret, which is why the transport
 //! never reports URLs.
 
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use wxpay::flows::{Env, LoginFlowConfig, Response, login};
-use wxpay::spin::{self, SpinTransport, SystemClock};
+use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, SpinTransport, SystemClock};
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+wxpay::export_http_handler!(handle);
+
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("login", req, async |incoming, vars| {
-        if incoming.method != Method::POST {
+        if incoming.method != "POST" {
             return incoming.method_not_allowed();
         }
         let config = match LoginFlowConfig::load(vars) {

@@ -5,18 +5,17 @@
 //! nothing (no `allowed_outbound_hosts`; its transport is `()`). Logs the outcome (order
 //! number, transaction id, reason) of every notification.
 
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use wxpay::config::MerchantConfig;
 use wxpay::flows::{Env, Refusal, notify};
-use wxpay::spin::{self, Answer, SpinStore, SystemClock};
+use wxpay::spin::{self, Answer, ErrorCode, HttpRequest, HttpResponse, SpinStore, SystemClock};
+
+wxpay::export_http_handler!(handle);
 
 /// Refusals (body too large, configuration) are answered with WeChat's FAIL XML by the core
 /// ([`notify::refuse`]), so WeChat delivers the notification again.
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve_notify(req, async |incoming, vars| -> Answer {
-        if incoming.method != Method::POST {
+        if incoming.method != "POST" {
             return notify::refuse(&incoming.wrong_method()).into();
         }
         let config = match MerchantConfig::load(vars) {

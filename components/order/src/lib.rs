@@ -4,18 +4,19 @@
 //! Reaches WeChat Pay (`wxpay_mch_api`, or the simulator at `http://self`) for unified order
 //! and order query; reads the catalog and reads/writes orders in KV.
 
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use wxpay::flows::{Env, Response, ShopConfig, orders};
-use wxpay::spin::{self, OsRandom, SpinStore, SpinTransport, SystemClock};
+use wxpay::spin::{
+    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SpinTransport, SystemClock,
+};
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+wxpay::export_http_handler!(handle);
+
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("order", req, async |incoming, vars| {
         // `/api/orders/:order_no` carries the parameter, `/api/orders` does not.
         let order_no = incoming.path_param("order_no");
-        match (&incoming.method, order_no) {
-            (&Method::POST, None) | (&Method::GET, Some(_)) => {}
+        match (incoming.method.as_str(), order_no) {
+            ("POST", None) | ("GET", Some(_)) => {}
             _ => return incoming.method_not_allowed(),
         }
         let config = match ShopConfig::load(vars) {

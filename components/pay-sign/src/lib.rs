@@ -4,15 +4,14 @@
 //! Re-signs `wx.requestPayment` parameters for a stored `prepay_id`: reads orders in KV and may
 //! reach nothing (no `allowed_outbound_hosts`; its transport is `()`).
 
-use spin_sdk::http::{IntoResponse, Method, Request};
-use spin_sdk::http_service;
 use wxpay::flows::{Env, Response, ShopConfig, pay_sign};
-use wxpay::spin::{self, OsRandom, SpinStore, SystemClock};
+use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SystemClock};
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+wxpay::export_http_handler!(handle);
+
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("pay-sign", req, async |incoming, vars| {
-        if incoming.method != Method::POST {
+        if incoming.method != "POST" {
             return incoming.method_not_allowed();
         }
         let Some(order_no) = incoming.path_param("order_no") else {

@@ -6,17 +6,19 @@
 //! Keeps its state in KV under `sim:`; reaches only this app (`http://self`), to deliver
 //! payment notifications to `/api/wxpay/notify`.
 
-use spin_sdk::http::{IntoResponse, Request};
-use spin_sdk::http_service;
 use wxpay::flows::Env;
 use wxpay::sim::{self, SimConfig, SimRequest};
-use wxpay::spin::{self, OsRandom, SpinSleep, SpinStore, SpinTransport, SystemClock};
+use wxpay::spin::{
+    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinSleep, SpinStore, SpinTransport,
+    SystemClock,
+};
 
 /// Where the wildcard route is mounted; the core routes on the path below it.
 const MOUNT: &str = "/_sim";
 
-#[http_service]
-async fn handle(req: Request) -> impl IntoResponse {
+wxpay::export_http_handler!(handle);
+
+async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("simulator", req, async |incoming, vars| {
         let config = SimConfig::load(vars);
         let env = Env::new(
