@@ -30,6 +30,7 @@ use spin_sdk::wasip3::wit_bindgen::{FutureReader, StreamReader, StreamResult};
 use spin_sdk::wasip3::{wit_future, wit_stream};
 
 use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, VariableSource};
+use crate::flows::log::{Field, Line};
 use crate::flows::notify::{self, NotifyOutcome};
 use crate::flows::{
     Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Refusal, Request, Response, Store, StoreError,
@@ -595,7 +596,7 @@ pub fn into_http(response: Response) -> Result<HttpResponse, ErrorCode> {
 pub struct Answer {
     pub response: Response,
     pub outcome: Option<String>,
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub fields: Vec<(&'static str, Field)>,
 }
 
 impl From<Response> for Answer {
@@ -603,7 +604,7 @@ impl From<Response> for Answer {
         Self {
             response,
             outcome: None,
-            fields: serde_json::Map::new(),
+            fields: Vec::new(),
         }
     }
 }
@@ -613,7 +614,7 @@ impl From<(Response, NotifyOutcome)> for Answer {
         let (outcome, fields) = describe_notify(&outcome);
         Self {
             response,
-            outcome: Some(outcome),
+            outcome: Some(outcome.to_owned()),
             fields,
         }
     }
@@ -622,24 +623,28 @@ impl From<(Response, NotifyOutcome)> for Answer {
 /// A notify outcome for the log: its kind, and as fields the order number, WeChat's
 /// transaction id and the reason only (the flow's texts never carry a key, an openid or the
 /// notification body).
-pub fn describe_notify(
-    outcome: &NotifyOutcome,
-) -> (String, serde_json::Map<String, serde_json::Value>) {
-    use serde_json::json;
-    let (kind, fields) = match outcome {
+pub fn describe_notify(outcome: &NotifyOutcome) -> (&'static str, Vec<(&'static str, Field)>) {
+    let text = |value: &str| Field::Text(value.to_owned());
+    match outcome {
         NotifyOutcome::Applied {
             order_no,
             transaction_id,
         } => (
             "applied",
-            json!({"order_no": order_no, "transaction_id": transaction_id}),
+            vec![
+                ("order_no", text(order_no)),
+                ("transaction_id", text(transaction_id)),
+            ],
         ),
         NotifyOutcome::Duplicate {
             order_no,
             transaction_id,
         } => (
             "duplicate",
-            json!({"order_no": order_no, "transaction_id": transaction_id}),
+            vec![
+                ("order_no", text(order_no)),
+                ("transaction_id", text(transaction_id)),
+            ],
         ),
         NotifyOutcome::Alerted {
             order_no,
@@ -647,15 +652,15 @@ pub fn describe_notify(
             recorded,
         } => (
             "alerted",
-            json!({"order_no": order_no, "recorded": recorded, "reason": reason}),
+            vec![
+                ("order_no", text(order_no)),
+                ("recorded", Field::Flag(*recorded)),
+                ("reason", text(reason)),
+            ],
         ),
-        NotifyOutcome::Rejected { reason } => ("rejected", json!({"reason": reason})),
-        NotifyOutcome::Failed { reason } => ("failed", json!({"reason": reason})),
-    };
-    let serde_json::Value::Object(fields) = fields else {
-        unreachable!("json! of an object literal is an object")
-    };
-    (kind.to_owned(), fields)
+        NotifyOutcome::Rejected { reason } => ("rejected", vec![("reason", text(reason))]),
+        NotifyOutcome::Failed { reason } => ("failed", vec![("reason", text(reason))]),
+    }
 }
 
 /// The request's log line: one JSON object (DESIGN.md §6: never a secret, token, body or full
@@ -675,15 +680,13 @@ fn log(
         .clone()
         .or_else(|| (answer.response.status >= 400).then(|| answer.response.error_code())?)
         .unwrap_or_else(|| "ok".to_owned());
-    let mut line = serde_json::Map::new();
-    line.insert("log".into(), "request".into());
-    line.insert("component".into(), component.into());
-    line.insert("method".into(), method.into());
-    line.insert("route".into(), route.into());
-    line.insert("status".into(), answer.response.status.into());
-    line.insert("outcome".into(), outcome.into());
-    let latency_ms = (latency.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-    line.insert("latency_ms".into(), latency_ms.into());
+    let mut line = Line::new("request")
+        .text("component", component)
+        .text("method", method)
+        .text("route", route)
+        .number("status", answer.response.status.into())
+        .text("outcome", &outcome)
+        .millis("latency_ms", latency);
     let created = || {
         let body = answer.response.json_body()?;
         body.get("order")?
@@ -691,16 +694,18 @@ fn log(
             .as_str()
             .map(str::to_owned)
     };
-    if let Some(order_no) = path_order_no
-        .map(str::to_owned)
-        .or_else(|| (answer.response.status == 201).then(created).flatten())
+    let order_no_field = answer.fields.iter().any(|(key, _)| *key == "order_no");
+    if !order_no_field
+        && let Some(order_no) = path_order_no
+            .map(str::to_owned)
+            .or_else(|| (answer.response.status == 201).then(created).flatten())
     {
-        line.insert("order_no".into(), order_no.into());
+        line = line.text("order_no", &order_no);
     }
-    for (k, v) in &answer.fields {
-        line.insert(k.clone(), v.clone());
+    for (key, value) in &answer.fields {
+        line = line.field(key, value);
     }
-    println!("{}", serde_json::Value::Object(line));
+    println!("{}", line.finish());
 }
 
 /// Prints a core log line (the sink of [`crate::flows::log`]).
@@ -712,13 +717,12 @@ fn print_line(line: &str) {
 fn warn_if_simulated(component: &str, vars: &SpinVariables) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if Mode::load(vars) == Ok(Mode::Simulator) && !WARNED.swap(true, Ordering::Relaxed) {
-        let line = serde_json::json!({
-            "log": "warning",
-            "component": component,
-            "message": "wxpay_mode is \"simulator\": WeChat is simulated and NO REAL PAYMENT \
-                        happens. Set wxpay_mode=live and the live credentials for production.",
-        });
-        eprintln!("{line}");
+        let line = Line::new("warning").text("component", component).text(
+            "message",
+            "wxpay_mode is \"simulator\": WeChat is simulated and NO REAL PAYMENT happens. \
+                 Set wxpay_mode=live and the live credentials for production.",
+        );
+        eprintln!("{}", line.finish());
     }
 }
 

@@ -8,9 +8,8 @@
 //! ([`openid_tag`]). Never a key, a secret, a token, a session_key, a request body or a full
 //! openid.
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
-
-use serde_json::{Value, json};
 
 use crate::order::Status;
 
@@ -24,22 +23,106 @@ pub fn set_sink(sink: Sink) {
     let _ = SINK.set(sink);
 }
 
-/// Writes one JSON object as one line to the sink, if any.
-pub fn emit(line: &Value) {
+/// Writes one line to the sink, if any.
+pub fn emit(line: Line) {
     if let Some(sink) = SINK.get() {
-        sink(&line.to_string());
+        sink(&line.finish());
+    }
+}
+
+/// One JSON object for one log line, written field by field in order (no `serde_json::Value`
+/// tree: a request's line is on every request's path). Keys are the caller's literals.
+#[derive(Debug, Clone)]
+pub struct Line(String);
+
+/// A value of a log line's field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Text(String),
+    Flag(bool),
+}
+
+impl Line {
+    /// `{"log": kind`, the line's kind (`request`, `state_change`, `warning`).
+    pub fn new(kind: &str) -> Self {
+        Self(String::from("{")).text("log", kind)
+    }
+
+    fn key(mut self, key: &str) -> Self {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.quote(key);
+        self.0.push(':');
+        self
+    }
+
+    /// A JSON string, escaped by serde_json.
+    fn quote(&mut self, text: &str) {
+        let quoted = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
+        self.0.push_str(&quoted);
+    }
+
+    pub fn text(self, key: &str, value: &str) -> Self {
+        let mut line = self.key(key);
+        line.quote(value);
+        line
+    }
+
+    /// `null` for `None`.
+    pub fn opt_text(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(value) => self.text(key, value),
+            None => {
+                let mut line = self.key(key);
+                line.0.push_str("null");
+                line
+            }
+        }
+    }
+
+    pub fn number(self, key: &str, value: u64) -> Self {
+        let mut line = self.key(key);
+        let _ = write!(line.0, "{value}");
+        line
+    }
+
+    /// Milliseconds with one decimal (`12.3`), from integer arithmetic: no float formatting
+    /// code in the components for one number.
+    pub fn millis(self, key: &str, duration: std::time::Duration) -> Self {
+        let tenths = (duration.as_micros() + 50) / 100;
+        let mut line = self.key(key);
+        let _ = write!(line.0, "{}.{}", tenths / 10, tenths % 10);
+        line
+    }
+
+    pub fn field(self, key: &str, value: &Field) -> Self {
+        match value {
+            Field::Text(text) => self.text(key, text),
+            Field::Flag(flag) => {
+                let mut line = self.key(key);
+                line.0.push_str(if *flag { "true" } else { "false" });
+                line
+            }
+        }
+    }
+
+    /// The line's text.
+    pub fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
     }
 }
 
 /// One order state change, emitted after the write that made it durable. `from` is `None`
 /// for a new order.
 pub fn state_change(order_no: &str, from: Option<Status>, to: Status) {
-    emit(&json!({
-        "log": "state_change",
-        "order_no": order_no,
-        "from": from.map(Status::as_str),
-        "to": to.as_str(),
-    }));
+    emit(
+        Line::new("state_change")
+            .text("order_no", order_no)
+            .opt_text("from", from.map(Status::as_str))
+            .text("to", to.as_str()),
+    );
 }
 
 /// A short, stable tag for an openid in logs (the first 8 hex digits of its SHA-256): enough
@@ -52,6 +135,29 @@ pub fn openid_tag(openid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_json_objects_with_escaped_text() {
+        let line = Line::new("request")
+            .text("route", "/api/\"x\"\n")
+            .number("status", 200)
+            .millis("latency_ms", std::time::Duration::from_micros(12_340))
+            .opt_text("from", None)
+            .field("recorded", &Field::Flag(true))
+            .field("reason", &Field::Text("a\u{1}b".into()))
+            .finish();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"log": "request", "route": "/api/\"x\"\n", "status": 200,
+                "latency_ms": 12.3, "from": null, "recorded": true, "reason": "a\u{1}b"})
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let zero = Line::new("x")
+            .millis("ms", std::time::Duration::ZERO)
+            .finish();
+        assert_eq!(zero, r#"{"log":"x","ms":0.0}"#);
+    }
 
     #[test]
     fn openid_tag_is_short_and_stable() {
