@@ -329,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| route | clients | requests | rps | p50 µs | p99 µs | vs hello-world |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     // The probes (tests/probe): hello-world plus one runtime feature each, in the hello app;
-    // `all` uses every feature the notify route uses, with the notification as its body.
+    // `notify` uses what the notify route uses of the runtime, with the notification as body.
     let probes: Vec<Route> = [
         ("probe: none", "GET", "none"),
         ("probe: read body", "POST", "body"),
@@ -340,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
         ("probe: clocks", "GET", "clock"),
         ("probe: log line", "GET", "log"),
         ("probe: JSON log line", "GET", "json-log"),
-        ("probe: all of these", "POST", "all"),
+        ("probe: notify's runtime features", "POST", "notify"),
     ]
     .into_iter()
     .map(|(name, method, probe)| Route {

@@ -1,8 +1,9 @@
 //! Runtime-cost probes for the load benchmark (`tests/host/examples/load.rs`,
 //! docs/PERFORMANCE.md): each route is the hello-world answer plus exactly one of the runtime
 //! features the app's routes use, so the benchmark can price each feature against the
-//! hello-world floor in the same run. `/probe/all` uses every feature the notify route uses.
-//! Not shipped.
+//! hello-world floor in the same run. `/probe/notify` uses what the notify route uses of the
+//! runtime per request (body, KV open + get, clocks, one JSON log line, two response headers;
+//! its variables are read once per instance), and nothing else. Not shipped.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,11 +18,11 @@ async fn handle(req: Request) -> impl IntoResponse {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let all = probe == "/all";
+    let all = probe == "/notify";
     if all || probe == "/body" {
         read_body(req).await;
     }
-    if all || probe == "/variable" {
+    if probe == "/variable" {
         let _ = variables::get("probe_value").await;
     }
     if all || probe == "/kv" {
@@ -33,7 +34,7 @@ async fn handle(req: Request) -> impl IntoResponse {
         let _ = std::time::SystemTime::now();
         std::hint::black_box(started.elapsed());
     }
-    if all || probe == "/log" {
+    if probe == "/log" {
         println!("[probe] GET /log 200 ok");
     }
     if all || probe == "/json-log" {
