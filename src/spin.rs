@@ -139,11 +139,8 @@ impl SpinTransport {
         } else {
             Scheme::Http
         };
-        let fields: Vec<(String, Vec<u8>)> = content_type
-            .map(|v| ("content-type".to_owned(), v.as_bytes().to_vec()))
-            .into_iter()
-            .collect();
-        let headers = Fields::from_list(&fields).map_err(|_| invalid())?;
+        let headers =
+            Fields::from_list(&body_fields(content_type, &body)).map_err(|_| invalid())?;
         let (contents, trailers) = outgoing_body(body);
         let (request, _sent) = WasiRequest::new(headers, contents, trailers, Some(timeouts()));
         request.set_method(&method).map_err(|()| invalid())?;
@@ -499,6 +496,23 @@ async fn read_body(
     }
 }
 
+/// The headers describing a body to send: `content-type` (if given) and `content-length`, so
+/// the host sends it with a fixed length rather than chunked; none for an empty body.
+fn body_fields(content_type: Option<&str>, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    if body.is_empty() {
+        return Vec::new();
+    }
+    let mut fields = Vec::with_capacity(2);
+    if let Some(content_type) = content_type {
+        fields.push(("content-type".to_owned(), content_type.as_bytes().to_vec()));
+    }
+    fields.push((
+        "content-length".to_owned(),
+        body.len().to_string().into_bytes(),
+    ));
+    fields
+}
+
 /// A body to send: its stream (none when empty: a zero-length body) and trailers future,
 /// written by a spawned task as the host reads them.
 fn outgoing_body(body: Vec<u8>) -> (Option<StreamReader<u8>>, TrailersReader) {
@@ -575,12 +589,7 @@ async fn read_request(
 pub fn into_http(response: Response) -> Result<HttpResponse, ErrorCode> {
     let refused = |what: &str| ErrorCode::InternalError(Some(format!("response {what} refused")));
     let mut fields = vec![("cache-control".to_owned(), b"no-store".to_vec())];
-    if !response.body.is_empty() {
-        fields.push((
-            "content-type".to_owned(),
-            response.content_type.as_bytes().to_vec(),
-        ));
-    }
+    fields.extend(body_fields(Some(response.content_type), &response.body));
     let headers = Fields::from_list(&fields).map_err(|_| refused("headers"))?;
     let (contents, trailers) = outgoing_body(response.body);
     let (http_response, _sent) = WasiResponse::new(headers, contents, trailers);

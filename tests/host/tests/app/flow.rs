@@ -28,8 +28,16 @@ async fn happy_path(sign_type: SignType) {
     assert!(order.get("openid").is_none() && order.get("prepay_id").is_none());
     let order_no = order["order_no"].as_str().unwrap().to_owned();
 
-    // What WeChat was sent: the catalog amount, the user's openid, our sign type.
-    let sent = xml::read(&w.wechat.requests_to("/pay/unifiedorder")[0].body).unwrap();
+    // What WeChat was sent: the catalog amount, the user's openid, our sign type; a body of
+    // declared length (not chunked), as XML.
+    let request = &w.wechat.requests_to("/pay/unifiedorder")[0];
+    let header = |name| request.headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(
+        header("content-length"),
+        Some(request.body.len().to_string().as_str())
+    );
+    assert_eq!(header("content-type"), Some("text/xml; charset=utf-8"));
+    let sent = xml::read(&request.body).unwrap();
     assert_eq!(sent["total_fee"], "398");
     assert_eq!(sent["openid"], openid("alice"));
     assert_eq!(sent["out_trade_no"], order_no);
@@ -57,6 +65,9 @@ async fn happy_path(sign_type: SignType) {
     let res = w.notify(notification).await;
     assert!(is_success(&res), "{}", res.text());
     assert!(res.header("content-type").unwrap().starts_with("text/xml"));
+    let length = res.header("content-length").map(str::to_owned);
+    assert_eq!(length, Some(res.text().len().to_string()));
+    assert_eq!(res.header("cache-control"), Some("no-store"));
 
     let res = w.get_order(&token, &order_no).await;
     assert_eq!(res.status, 200, "{}", res.text());
