@@ -11,8 +11,8 @@ use super::{
 };
 use crate::money::Fen;
 use crate::order::{
-    ORDER_KEY_PREFIX, Order, PRODUCT_KEY_PREFIX, ProductError, ProductInput, Status, Trigger,
-    product_key, valid_out_trade_no, valid_sku,
+    ORDER_KEY_PREFIX, Order, PRODUCT_KEY_PREFIX, Product, ProductError, ProductInput, Status,
+    Trigger, product_key, valid_out_trade_no, valid_sku,
 };
 use crate::time::{parse_rfc3339, rfc3339};
 use crate::v2::api::{ErrCode, PREPAY_TTL_SECS, TradeState};
@@ -197,10 +197,11 @@ async fn list_products_inner<S: Store, T, C, N>(
         }
     }
     products.sort_by(|a, b| a.sku.cmp(&b.sku));
-    Ok(Response::json(
-        200,
-        &serde_json::json!({ "products": products }),
-    ))
+    #[derive(Serialize)]
+    struct Products {
+        products: Vec<Product>,
+    }
+    Ok(Response::json(200, &Products { products }))
 }
 
 /// `GET /api/admin/products/{sku}` → 200 Product or 404 `unknown_sku`.

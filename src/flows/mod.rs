@@ -306,9 +306,24 @@ impl Response {
         }
     }
 
-    /// `{"error": {"code", "message"}}` (DESIGN.md §6).
+    /// `{"error": {"code", "message"}}` (DESIGN.md §6). Written from typed structs, not a
+    /// `serde_json::Value`: that keeps Value's serializer out of the components.
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
-        let body = serde_json::json!({"error": {"code": code, "message": message.into()}});
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Detail<'a>,
+        }
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            code: &'a str,
+            message: String,
+        }
+        let body = Body {
+            error: Detail {
+                code,
+                message: message.into(),
+            },
+        };
         Response {
             status,
             content_type: JSON,
