@@ -129,14 +129,8 @@ async fn resign_refuses_other_users_paid_and_expired_orders() {
     let w = World::new().await;
     let alice = w.login("alice").await;
     let bob = w.login("bob").await;
-    let paid = w.create(&alice, "tea", 1).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let open = w.create(&alice, "tea", 3).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let paid = w.create_order_no(&alice, "tea", 1).await;
+    let open = w.create_order_no(&alice, "tea", 3).await;
 
     // Someone else's order, and a number that does not exist, look the same: 404.
     let res = w.pay_params(&bob, &open).await;
@@ -168,10 +162,7 @@ async fn resign_refuses_other_users_paid_and_expired_orders() {
 async fn lost_notification_polling_finds_paid() {
     let w = World::new().await;
     let token = w.login("alice").await;
-    let order_no = w.create(&token, "tea", 1).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_no = w.create_order_no(&token, "tea", 1).await;
 
     // Not paid yet: WeChat says NOTPAY, the order still awaits payment.
     let res = w.get_order(&token, &order_no).await;

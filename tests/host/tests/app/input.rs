@@ -13,10 +13,7 @@ const BIG: usize = 65 * 1024;
 async fn malformed_and_oversized_bodies_on_every_route() {
     let w = World::new().await;
     let token = w.login("alice").await;
-    let order_no = w.create(&token, "tea", 1).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_no = w.create_order_no(&token, "tea", 1).await;
     let pay_path = format!("/api/orders/{order_no}/pay-params");
     let routes: [(&str, &str, Option<&str>); 4] = [
         ("POST", "/api/login", None),
@@ -51,10 +48,7 @@ async fn malformed_and_oversized_bodies_on_every_route() {
 async fn bodies_of_get_and_zero_length_requests_are_not_read() {
     let w = World::new().await;
     let token = w.login("alice").await;
-    let order_no = w.create(&token, "tea", 1).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_no = w.create_order_no(&token, "tea", 1).await;
     let get = http::Request::get(format!("/api/orders/{order_no}"))
         .header("authorization", format!("Bearer {token}"))
         .header("transfer-encoding", "chunked")
@@ -136,10 +130,7 @@ async fn quantity_sku_and_login_code_are_validated() {
 async fn missing_tampered_and_expired_tokens_are_401() {
     let w = World::new().await;
     let token = w.login("alice").await;
-    let order_no = w.create(&token, "tea", 1).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_no = w.create_order_no(&token, "tea", 1).await;
     let expired = wxpay::session::issue(
         &Secret::new(SESSION_SECRET),
         &openid("alice"),

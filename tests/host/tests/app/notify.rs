@@ -13,10 +13,7 @@ use crate::support::*;
 async fn one_order() -> (World, String) {
     let w = World::new().await;
     let token = w.login("alice").await;
-    let order_no = w.create(&token, "tea", 2).await["order"]["order_no"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_no = w.create_order_no(&token, "tea", 2).await;
     (w, order_no)
 }
 

@@ -511,6 +511,12 @@ impl World {
         res.json().unwrap()
     }
 
+    /// Creates an order that must succeed; its order number.
+    pub async fn create_order_no(&self, token: &str, sku: &str, quantity: u64) -> String {
+        let created = self.create(token, sku, quantity).await;
+        created["order"]["order_no"].as_str().unwrap().to_owned()
+    }
+
     /// `GET /api/orders/{no}` with `token`.
     pub async fn get_order(&self, token: &str, order_no: &str) -> TestResponse {
         self.send(req(
