@@ -100,6 +100,23 @@ async fn return_code_fail_and_refusals_are_502() {
     w.assert_logs_clean();
 }
 
+/// A reply larger than any WeChat reply is not read past the limit: the order is not created
+/// on its strength (retried like an unreachable host, then 504).
+#[tokio::test]
+async fn oversized_replies_are_cut_off() {
+    let w = World::new().await;
+    let token = w.login("alice").await;
+    w.wechat.fault(UNIFIED, Fault::Oversized, 3);
+    let res = w
+        .try_create(&token, json!({"sku": "tea", "quantity": 1}))
+        .await;
+    assert_error(&res, 504, "wechat_unreachable", "could not be reached");
+    assert_eq!(w.wechat.requests_to(UNIFIED).len(), 3);
+    let created = w.create(&token, "tea", 1).await;
+    assert_eq!(created["order"]["status"], "AWAITING_PAYMENT");
+    w.assert_logs_clean();
+}
+
 #[tokio::test]
 async fn unreachable_wechat_is_504() {
     let wechat = FakeWechat::start().await;

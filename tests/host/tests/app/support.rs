@@ -45,6 +45,8 @@ pub enum Fault {
     ErrCode(&'static str),
     /// Answers normally, but only after this long.
     Delay(Duration),
+    /// A reply body over the 64 KiB the app reads of a reply.
+    Oversized,
 }
 
 /// One order as the fake WeChat sees it.
@@ -294,6 +296,12 @@ async fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<by
             ));
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Oversized) => {
+            let padding = "x".repeat(wxpay::v2::xml::MAX_XML_BYTES);
+            return xml_response(format!(
+                "<xml><return_code><![CDATA[SUCCESS]]></return_code><pad>{padding}</pad></xml>"
+            ));
+        }
         Some(Fault::BadSignature) | None => {}
     }
     let out_trade_no = sent.get("out_trade_no").cloned().unwrap_or_default();
