@@ -5,7 +5,7 @@
 //! | port | here |
 //! |---|---|
 //! | [`Store`] | [`SpinStore`]: Spin KV, store `default`, opened lazily at most once per request |
-//! | [`Transport`] | [`SpinTransport`]: `wasi:http` `client.send` with connect / first-byte timeouts |
+//! | [`Transport`] | [`SpinTransport`]: `wasi:http` `client.send`, connect / first-byte timeouts |
 //! | [`VariableSource`] | [`SpinVariables`]: every variable read once per instance, cached |
 //! | [`Clock`] | [`SystemClock`]: the wall clock |
 //! | [`Nonce`] | [`OsRandom`]: `getrandom` (`wasi:random`) |
@@ -534,11 +534,11 @@ fn outgoing_body(body: Vec<u8>) -> (Option<StreamReader<u8>>, TrailersReader) {
     (reader, trailers)
 }
 
-/// Reads a request whose method and headers [`serve_with`] has read: the body up to [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is
-/// refused before reading, a longer body as soon as it passes the limit:
-/// [`Refusal::BodyTooLarge`] both), the `Authorization` header and the client address
-/// (`spin-client-addr`, `ip:port`). The refusal's answer is the caller's (JSON, or the notify
-/// route's FAIL XML).
+/// Reads a request whose method and headers [`serve_with`] has read: the body up to
+/// [`MAX_REQUEST_BODY_BYTES`] (a larger `Content-Length` is refused before reading, a longer
+/// body as soon as it passes the limit: [`Refusal::BodyTooLarge`] both), the `Authorization`
+/// header and the client address (`spin-client-addr`, `ip:port`). The refusal's answer is the
+/// caller's (JSON, or the notify route's FAIL XML).
 ///
 /// The body of a GET or HEAD request, or one declared `Content-Length: 0`, is not read: no
 /// route takes a GET body, and reading an empty body stream costs about as much as a
