@@ -35,16 +35,18 @@ pub fn pay_params(
 ) -> PayParams {
     let time_stamp = now_unix.to_string();
     let package = format!("prepay_id={prepay_id}");
-    let signed: Params = [
-        ("appId", appid),
-        ("nonceStr", nonce),
-        ("package", &package),
-        ("signType", sign_type.as_str()),
-        ("timeStamp", &time_stamp),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    // `extend`, not `collect` (which sorts first: see `v2::api::signed_request`).
+    let mut signed = Params::new();
+    signed.extend(
+        [
+            ("appId", appid),
+            ("nonceStr", nonce),
+            ("package", &package),
+            ("signType", sign_type.as_str()),
+            ("timeStamp", &time_stamp),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let pay_sign = sign(&signed, key, sign_type);
     PayParams {
         time_stamp,

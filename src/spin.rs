@@ -16,7 +16,7 @@
 //! or an openid.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -246,7 +246,7 @@ const _: () = assert!(crate::sim::faults::TIMEOUT_DELAY.as_secs() > FIRST_BYTE_T
 /// knows ([`ALL_VARIABLES`]) is read up front; one the component does not declare reads as
 /// unset (Spin answers `undefined`), which is how each config section sees only its own.
 #[derive(Debug, Clone, Default)]
-pub struct SpinVariables(HashMap<&'static str, String>);
+pub struct SpinVariables(BTreeMap<&'static str, String>);
 
 impl VariableSource for SpinVariables {
     fn get(&self, name: &str) -> Option<String> {
@@ -258,7 +258,7 @@ impl SpinVariables {
     /// Reads every variable now. A variable the provider failed to produce is a problem naming
     /// it (not "unset", which could silently mean simulator mode for `wxpay_mode`).
     pub async fn read() -> Result<Self, ConfigProblems> {
-        let mut values = HashMap::new();
+        let mut values = BTreeMap::new();
         let mut problems = Vec::new();
         for &name in ALL_VARIABLES {
             match spin_sdk::variables::get(name).await {

@@ -90,7 +90,9 @@ impl Line {
     /// Milliseconds with one decimal (`12.3`), from integer arithmetic: no float formatting
     /// code in the components for one number.
     pub fn millis(self, key: &str, duration: std::time::Duration) -> Self {
-        let tenths = (duration.as_micros() + 50) / 100;
+        // u64, not the u128 of `as_micros`: formatting a u128 is its own 1.5 KB of code.
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let tenths = micros.saturating_add(50) / 100;
         let mut line = self.key(key);
         let _ = write!(line.0, "{}.{}", tenths / 10, tenths % 10);
         line

@@ -45,17 +45,25 @@ pub struct Created {
 }
 
 /// The IP of a client address as Spin reports it (`ip:port`, `[v6]:port`, or a bare IP).
+/// Checked by std's parsers and passed on as Spin wrote it (not re-formatted: that would link
+/// std's address formatting into the component for one field).
 pub fn client_ip(addr: Option<&str>) -> String {
+    use std::net::{IpAddr, SocketAddr};
     let Some(addr) = addr.map(str::trim) else {
         return FALLBACK_CLIENT_IP.to_owned();
     };
-    if let Ok(sock) = addr.parse::<std::net::SocketAddr>() {
-        return sock.ip().to_string();
+    let ip = match addr.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(_)) => addr.rsplit_once(':').map_or(addr, |(ip, _)| ip),
+        Ok(SocketAddr::V6(_)) => addr
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .map_or(addr, |(ip, _)| ip),
+        Err(_) => addr,
+    };
+    match ip.parse::<IpAddr>() {
+        Ok(_) => ip.to_owned(),
+        Err(_) => FALLBACK_CLIENT_IP.to_owned(),
     }
-    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
-        return ip.to_string();
-    }
-    FALLBACK_CLIENT_IP.to_owned()
 }
 
 struct OrderInput {

@@ -1295,6 +1295,10 @@ fn client_ip_parsing() {
     assert_eq!(orders::client_ip(Some("203.0.113.9:5555")), "203.0.113.9");
     assert_eq!(orders::client_ip(Some("[2001:db8::1]:443")), "2001:db8::1");
     assert_eq!(orders::client_ip(Some("198.51.100.1")), "198.51.100.1");
+    assert_eq!(orders::client_ip(Some(" 198.51.100.1:80 ")), "198.51.100.1");
+    assert_eq!(orders::client_ip(Some("2001:db8::2")), "2001:db8::2");
+    assert_eq!(orders::client_ip(Some("[fe80::1%2]:80")), "127.0.0.1");
+    assert_eq!(orders::client_ip(Some("203.0.113.9:99999")), "127.0.0.1");
     assert_eq!(orders::client_ip(Some("garbage")), "127.0.0.1");
     assert_eq!(orders::client_ip(None), "127.0.0.1");
 }

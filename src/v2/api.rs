@@ -80,11 +80,15 @@ fn signed_request(
     fields: &[(&str, &str)],
     nonce: &str,
 ) -> ApiRequest {
-    let mut params: Params = fields
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    // `extend`, not `collect`: collecting into a `BTreeMap` sorts first, which links a sort
+    // into every component that calls WeChat (~3 KB each); inserting needs none.
+    let mut params = Params::new();
+    params.extend(
+        fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     params.insert("appid".into(), merchant.appid.clone());
     params.insert("mch_id".into(), merchant.mch_id.clone());
     params.insert("nonce_str".into(), nonce.to_owned());
