@@ -329,7 +329,8 @@ async fn main() -> anyhow::Result<()> {
     println!("| route | clients | requests | rps | p50 µs | p99 µs | vs hello-world |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     // The probes (tests/probe): hello-world plus one runtime feature each, in the hello app;
-    // `notify` uses what the notify route uses of the runtime, with the notification as body.
+    // `notify` uses what the notify route uses of the runtime, with the notification as body;
+    // `pay-params` what the re-sign route uses (an empty POST, `Content-Length: 0`).
     let probes: Vec<Route> = [
         ("probe: none", "GET", "none"),
         ("probe: read body", "POST", "body"),
@@ -341,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
         ("probe: log line", "GET", "log"),
         ("probe: JSON log line", "GET", "json-log"),
         ("probe: notify's runtime features", "POST", "notify"),
+        ("probe: re-sign's runtime features", "POST", "pay-params"),
     ]
     .into_iter()
     .map(|(name, method, probe)| Route {
@@ -348,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
         method,
         path: format!("/probe/{probe}"),
         bearer: None,
-        body: if method == "POST" {
+        body: if method == "POST" && probe != "pay-params" {
             notify.body.clone()
         } else {
             Bytes::new()

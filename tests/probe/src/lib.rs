@@ -3,7 +3,8 @@
 //! features the app's routes use, so the benchmark can price each feature against the
 //! hello-world floor in the same run. `/probe/notify` uses what the notify route uses of the
 //! runtime per request (body, KV open + get, clocks, one JSON log line, two response headers;
-//! its variables are read once per instance), and nothing else. Not shipped.
+//! its variables are read once per instance), and nothing else; `/probe/pay-params` the same
+//! for the re-sign route (no body; a random nonce). Not shipped.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,8 +19,15 @@ async fn handle(req: Request) -> impl IntoResponse {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let all = probe == "/notify";
-    if all || probe == "/body" {
+    // The re-sign route (`POST .../pay-params`, `Content-Length: 0`) uses the same minus the
+    // body read, plus a random nonce.
+    let resign = probe == "/pay-params";
+    let all = probe == "/notify" || resign;
+    if resign {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("wasi:random");
+        std::hint::black_box(nonce);
+    } else if all || probe == "/body" {
         read_body(req).await;
     }
     if probe == "/variable" {
