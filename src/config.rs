@@ -779,9 +779,11 @@ pub fn check_all<S: VariableSource + ?Sized>(source: &S) -> Vec<ConfigProblem> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn request_targets_split_for_wasi_http() {
-        let target = |url| super::request_target(url);
+        let target = |url| request_target(url);
         let t = target("https://api.mch.weixin.qq.com/pay/unifiedorder").unwrap();
         assert!(t.https);
         assert_eq!(t.authority, "api.mch.weixin.qq.com");
@@ -809,8 +811,6 @@ mod tests {
             assert_eq!(target(bad), None, "{bad}");
         }
     }
-
-    use super::*;
 
     const LIVE_API_KEY: &str = "Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk";
     const LIVE_APP_SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
