@@ -569,7 +569,8 @@ pub fn authenticate(
     })
 }
 
-fn store_unavailable(e: &StoreError) -> ApiError {
+/// 503 `store_unavailable`: the key-value store failed (shared with the simulator).
+pub(crate) fn store_unavailable(e: &StoreError) -> ApiError {
     ApiError::new(503, "store_unavailable", e.to_string())
 }
 

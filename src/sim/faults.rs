@@ -119,7 +119,7 @@ pub async fn take_duplicates<S: Store>(store: &S) -> usize {
 }
 
 fn store_unavailable(e: &StoreError) -> Response {
-    Response::error(503, "store_unavailable", e.to_string())
+    crate::flows::store_unavailable(e).into()
 }
 
 /// `GET` / `POST` / `DELETE /_sim/faults`.

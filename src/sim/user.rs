@@ -142,10 +142,6 @@ where
     }
 }
 
-fn store_unavailable(e: &crate::flows::StoreError) -> ApiError {
-    ApiError::new(503, "store_unavailable", e.to_string())
-}
-
 async fn pay_inner<S, T, C, N, P>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,
@@ -174,11 +170,11 @@ where
     }
     let out_trade_no = load_index(&env.store, &format!("{PREPAY_KEY_PREFIX}{prepay_id}"))
         .await
-        .map_err(|e| store_unavailable(&e))?
+        .map_err(|e| crate::flows::store_unavailable(&e))?
         .ok_or_else(unknown)?;
     let mut order = load_order(&env.store, &out_trade_no)
         .await
-        .map_err(|e| store_unavailable(&e))?
+        .map_err(|e| crate::flows::store_unavailable(&e))?
         .ok_or_else(unknown)?;
     let now = env.clock.now_unix();
     match order.trade_state {
@@ -206,7 +202,7 @@ where
         order.failed_payments = order.failed_payments.saturating_add(1);
         save_order(&env.store, &order)
             .await
-            .map_err(|e| store_unavailable(&e))?;
+            .map_err(|e| crate::flows::store_unavailable(&e))?;
         return Ok(Paid {
             out_trade_no,
             prepay_id,
@@ -228,10 +224,10 @@ where
     env.store
         .set(&transaction_key(&transaction_id), out_trade_no.as_bytes())
         .await
-        .map_err(|e| store_unavailable(&e))?;
+        .map_err(|e| crate::flows::store_unavailable(&e))?;
     save_order(&env.store, &order)
         .await
-        .map_err(|e| store_unavailable(&e))?;
+        .map_err(|e| crate::flows::store_unavailable(&e))?;
 
     let notification = notification(&order, &nonce(&env.nonce));
     let burst = faults::take_duplicates(&env.store)
