@@ -7,8 +7,8 @@
 //! deployment in one pass, and a missing or malformed live setting never panics and never falls
 //! back to the simulator.
 //!
-//! In simulator mode the WeChat calls go to the `simulator` component at `http://self.alt/_sim` with
-//! the well-known test credentials below; the live credential variables are neither required nor
+//! In simulator mode the WeChat calls go to the embedded simulator in-process (addressed as
+//! [`SIM_BASE`], `crate::sim::link`) with the well-known test credentials below; the live credential variables are neither required nor
 //! read.
 //!
 //! No problem message ever contains a secret's value; a non-secret bad value may be quoted.
@@ -59,11 +59,12 @@ pub const DEFAULT_MCH_API: &str = "https://api.mch.weixin.qq.com";
 /// WeChat (login) API origin in live mode unless `wx_api` says otherwise.
 pub const DEFAULT_WX_API: &str = "https://api.weixin.qq.com";
 
-/// Where the simulator component serves both WeChat APIs. `self.alt` is how a Spin 3+/4 component
-/// addresses its own app (permitted by `allowed_outbound_hosts = ["http://self"]`); a host
-/// literally named `self` is an ordinary, denied host.
+/// Where the simulator serves both WeChat APIs. Never sent over the network: in simulator mode
+/// the components hand these requests to the simulator in-process (`crate::sim::link`; Spin
+/// 4.0.x has no self requests for WASIp3 components). A URL, so requests and the signed
+/// `notify_url` are byte for byte what a live deployment sends.
 pub const SIM_BASE: &str = "http://self.alt/_sim";
-/// The notify route as the simulator reaches it.
+/// The notify route as the simulator addresses it (delivered in-process, `crate::sim::link`).
 pub const SIM_NOTIFY_URL: &str = "http://self.alt/api/wxpay/notify";
 /// The appid of WeChat's public APIv2 examples (PROTOCOL.md S1).
 pub const SIM_APPID: &str = "wxd930ea5d5a258f4f";
@@ -619,7 +620,7 @@ impl MerchantConfig {
         }
     }
 
-    /// The simulator's merchant (public test credentials, WeChat calls to `http://self/_sim`).
+    /// The simulator's merchant (public test credentials, WeChat calls to [`SIM_BASE`]).
     pub fn simulator(sign_type: SignType) -> Self {
         Self {
             mode: Mode::Simulator,

@@ -32,6 +32,7 @@ use spin_sdk::wasip3::{wit_future, wit_stream};
 use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, VariableSource};
 use crate::flows::log::{Field, Line};
 use crate::flows::notify::{self, NotifyOutcome};
+use crate::sim::link::{Outbound, SimulatorLink};
 use crate::flows::{
     Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Refusal, Request, Response, Store, StoreError,
     Transport, TransportError,
@@ -235,6 +236,21 @@ impl crate::sim::Sleep for SpinSleep {
     }
 }
 
+/// A component's WeChat transport: [`SpinTransport`] in live mode; in simulator mode the
+/// simulator's WeChat APIs in-process over the same `store` (Spin 4.0.x has no self requests
+/// for WASIp3 components), with the network's [`FIRST_BYTE_TIMEOUT`].
+pub type WeChatTransport<'a> =
+    Outbound<SpinTransport, SimulatorLink<&'a SpinStore, SystemClock, OsRandom, SpinSleep>>;
+
+/// The [`WeChatTransport`] for `mode`.
+pub fn wechat_transport(mode: Mode, store: &SpinStore) -> WeChatTransport<'_> {
+    Outbound::for_mode(
+        mode,
+        || SpinTransport,
+        || SimulatorLink::new(store, SystemClock, OsRandom, SpinSleep, FIRST_BYTE_TIMEOUT),
+    )
+}
+
 // The simulator's `timeout` fault must outlast the client's first-byte timeout.
 const _: () = assert!(crate::sim::faults::TIMEOUT_DELAY.as_secs() > FIRST_BYTE_TIMEOUT.as_secs());
 
@@ -404,9 +420,9 @@ impl Incoming {
         url.split_once('?').map_or("", |(_, q)| q)
     }
 
-    /// A `:name` segment of the route (`spin-path-match-<name>`).
+    /// A `:name` segment of the route ([`path_match_header`]).
     pub fn path_param(&self, name: &str) -> Option<&str> {
-        self.header(&format!("spin-path-match-{name}"))
+        self.header(&path_match_header(name))
     }
 
     /// [`Refusal::MethodNotAllowed`] for this request's method on its route.
@@ -421,6 +437,13 @@ impl Incoming {
     pub fn method_not_allowed(&self) -> Response {
         self.wrong_method().response()
     }
+}
+
+/// The header in which Spin 4.0.2 passes a route's `:name` segment: `spin-path-match-` and the
+/// name lowercased with `_` turned into `-` (`:order_no` → `spin-path-match-order-no`; Spin's
+/// `crates/trigger-http/src/headers.rs`, `prepare_header_key`).
+pub fn path_match_header(name: &str) -> String {
+    format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-"))
 }
 
 /// The name of a `wasi:http` method, as HTTP spells it.
@@ -780,7 +803,7 @@ where
     crate::flows::log::set_sink(print_line);
     let method = method_name(req.get_method());
     let headers = req.get_headers().copy_all();
-    let path_order_no = field(&headers, "spin-path-match-order_no")
+    let path_order_no = field(&headers, &path_match_header("order_no"))
         .map(|v| crate::v2::api::cut_to_bytes(v, 64).to_owned());
     let route = field(&headers, "spin-matched-route")
         .unwrap_or("?")

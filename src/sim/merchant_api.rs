@@ -15,7 +15,7 @@ use super::{
     prepay_key, save_order, transaction_key,
 };
 use crate::config::{MAX_NOTIFY_URL_LEN, SIM_API_KEY, SIM_APPID, SIM_MCH_ID};
-use crate::flows::{Clock, Env, Nonce, Response, Store, Transport};
+use crate::flows::{Clock, Env, Nonce, Response, Store};
 use crate::money::Fen;
 use crate::order::valid_out_trade_no;
 use crate::secret::Secret;
@@ -216,7 +216,6 @@ pub async fn handle<S, T, C, N, P>(
 ) -> Response
 where
     S: Store,
-    T: Transport,
     C: Clock,
     N: Nonce,
     P: Sleep,

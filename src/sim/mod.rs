@@ -1,8 +1,9 @@
 //! The embedded WeChat Pay simulator (DESIGN.md §2, §5), sans-IO like the rest of the core: the
 //! `simulator` component only reads the request and hands it to [`handle`].
 //!
-//! In simulator mode every WeChat call of the other components goes to `http://self.alt/_sim/...`
-//! ([`crate::config::SIM_BASE`]), so `spin up --build` runs the whole payment flow on one machine.
+//! In simulator mode every WeChat call of the other components is handed to this simulator
+//! in-process ([`link`]; addressed as [`crate::config::SIM_BASE`]), so `spin up --build` runs the
+//! whole payment flow on one machine, without any outbound request.
 //! The simulator plays three parties:
 //!
 //! | route | plays | module |
@@ -29,6 +30,7 @@
 //! consume one fault twice).
 
 pub mod faults;
+pub mod link;
 pub mod login;
 pub mod merchant_api;
 pub mod user;
@@ -40,7 +42,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Mode;
+use crate::config::{ConfigProblems, MerchantConfig, Mode};
 use crate::flows::{Clock, Env, Nonce, Response, Store, StoreError, Transport};
 use crate::v2::Params;
 
@@ -91,18 +93,37 @@ pub struct SimRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// The simulator's configuration: only the mode (everything else is the published `SIM_*`
-/// constants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The simulator's configuration: the mode, and in simulator mode the app's merchant settings
+/// (the notify route, reached in-process by [`link::NotifyLink`], verifies with them). Everything
+/// else is the published `SIM_*` constants.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimConfig {
     /// `None` when `wxpay_mode` is invalid: the simulator then serves nothing, like in live mode.
     pub mode: Option<Mode>,
+    /// `Some` in simulator mode.
+    pub merchant: Option<MerchantConfig>,
 }
 
 impl SimConfig {
-    pub fn load<V: crate::config::VariableSource + ?Sized>(source: &V) -> Self {
+    /// Reads `wxpay_mode` and, in simulator mode, the merchant section
+    /// ([`MerchantConfig::load`]: `wxpay_sign_type`), whose problems are the simulator's.
+    pub fn load<V: crate::config::VariableSource + ?Sized>(
+        source: &V,
+    ) -> Result<Self, ConfigProblems> {
+        match Mode::load(source).ok() {
+            Some(Mode::Simulator) => MerchantConfig::load(source).map(|m| Self::serving(Some(m))),
+            mode => Ok(Self {
+                mode,
+                merchant: None,
+            }),
+        }
+    }
+
+    /// Simulator mode, notifications verified with `merchant` (`None`: none delivered).
+    pub fn serving(merchant: Option<MerchantConfig>) -> Self {
         Self {
-            mode: Mode::load(source).ok(),
+            mode: Some(Mode::Simulator),
+            merchant,
         }
     }
 
@@ -134,32 +155,61 @@ where
     if !env.config.enabled() {
         return not_found();
     }
-    let path = request.path.strip_prefix(MOUNT).unwrap_or(request.path);
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let path = path.trim_end_matches('/');
-    let method_not_allowed = || {
-        Response::error(
-            405,
-            "method_not_allowed",
-            format!("{} is not allowed on {MOUNT}{path}", request.method),
-        )
-    };
+    if let Some(answer) = api(env, sleep, request).await {
+        return answer;
+    }
+    let path = route_path(request.path);
     match path {
+        user::PAY => match request.method {
+            "POST" => user::pay(env, sleep, request.body).await,
+            _ => method_not_allowed(request.method, path),
+        },
+        faults::FAULTS => faults::handle(&env.store, request.method, request.body).await,
+        _ => not_found(),
+    }
+}
+
+/// The routes that play WeChat's servers (jscode2session, unifiedorder, orderquery,
+/// closeorder): what the app's own WeChat calls reach ([`link::SimulatorLink`]). `None` for
+/// any other path. Does not check the mode.
+pub async fn api<S, T, C, N, P>(
+    env: &Env<S, T, C, N, SimConfig>,
+    sleep: &P,
+    request: SimRequest<'_>,
+) -> Option<Response>
+where
+    S: Store,
+    C: Clock,
+    N: Nonce,
+    P: Sleep,
+{
+    let path = route_path(request.path);
+    Some(match path {
         login::JSCODE2SESSION => match request.method {
             "GET" => login::jscode2session(env, request.query).await,
-            _ => method_not_allowed(),
+            _ => method_not_allowed(request.method, path),
         },
         merchant_api::UNIFIED_ORDER | merchant_api::ORDER_QUERY | merchant_api::CLOSE_ORDER => {
             // WeChat answers a GET with REQUIRE_POST_METHOD in its own shape.
             merchant_api::handle(env, sleep, path, request.method, request.body).await
         }
-        user::PAY => match request.method {
-            "POST" => user::pay(env, sleep, request.body).await,
-            _ => method_not_allowed(),
-        },
-        faults::FAULTS => faults::handle(&env.store, request.method, request.body).await,
-        _ => not_found(),
-    }
+        _ => return None,
+    })
+}
+
+/// The path below [`MOUNT`], without a query, fragment or trailing `/`.
+fn route_path(path: &str) -> &str {
+    let path = path.strip_prefix(MOUNT).unwrap_or(path);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/')
+}
+
+fn method_not_allowed(method: &str, path: &str) -> Response {
+    Response::error(
+        405,
+        "method_not_allowed",
+        format!("{method} is not allowed on {MOUNT}{path}"),
+    )
 }
 
 // ---- The simulator's order record ---------------------------------------------------------------

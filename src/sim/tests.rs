@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use super::faults::TIMEOUT_DELAY;
 use super::login::openid_for_code;
 use super::user::RETRY_DELAYS;
+use super::link::{NotifyLink, Outbound, SimulatorLink};
 use super::*;
 use crate::config::{
-    LoginConfig, MerchantConfig, SIM_API_KEY, SIM_APPID, SIM_BASE, SIM_MCH_ID, SIM_NOTIFY_URL,
+    LoginConfig, MerchantConfig, SIM_API_KEY, SIM_APPID, SIM_MCH_ID, SIM_NOTIFY_URL,
     SessionConfig,
 };
 use crate::flows::fakes::{CountingNonce, FakeClock, MemStore, block_on};
@@ -79,52 +80,11 @@ impl Transport for NotifyRoute<'_> {
 
 type SimEnv<'a> = Env<&'a MemStore, NotifyRoute<'a>, &'a FakeClock, &'a CountingNonce, SimConfig>;
 
-/// The app's flows reach the simulator through this transport (`http://self.alt/_sim/...`).
-struct ToSim<'a> {
-    sim: &'a SimEnv<'a>,
-    sleep: &'a RecordingSleep,
-}
+/// The app's flows reach the simulator in-process, as the components do in simulator mode.
+type ToSim<'a> = SimulatorLink<&'a MemStore, &'a FakeClock, &'a CountingNonce, &'a RecordingSleep>;
 
-impl Transport for ToSim<'_> {
-    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
-        let path = url.strip_prefix(SIM_BASE).expect("simulator URL");
-        let r = handle(
-            self.sim,
-            self.sleep,
-            SimRequest {
-                method: "POST",
-                path,
-                query: "",
-                body: body.as_bytes(),
-            },
-        )
-        .await;
-        Ok(HttpReply {
-            status: r.status,
-            body: r.body,
-        })
-    }
-
-    async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
-        let rest = url.strip_prefix(SIM_BASE).expect("simulator URL");
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let r = handle(
-            self.sim,
-            self.sleep,
-            SimRequest {
-                method: "GET",
-                path,
-                query,
-                body: b"",
-            },
-        )
-        .await;
-        Ok(HttpReply {
-            status: r.status,
-            body: r.body,
-        })
-    }
-}
+/// The components' first-byte timeout (`wxpay::spin::FIRST_BYTE_TIMEOUT`).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(4);
 
 struct World {
     store: MemStore,
@@ -162,7 +122,20 @@ impl World {
             },
             &self.clock,
             &self.nonce,
-            SimConfig { mode: Some(mode) },
+            SimConfig {
+                mode: Some(mode),
+                merchant: Some(self.merchant()),
+            },
+        )
+    }
+
+    fn to_sim(&self) -> ToSim<'_> {
+        SimulatorLink::new(
+            &self.store,
+            &self.clock,
+            &self.nonce,
+            &self.sleep,
+            FIRST_BYTE_TIMEOUT,
         )
     }
 
@@ -309,11 +282,7 @@ fn jscode2session_maps_codes_to_stable_openids_once() {
 #[test]
 fn login_flow_through_the_simulator() {
     let w = World::new(SignType::Md5);
-    let sim = w.sim_env(Mode::Simulator);
-    let to_sim = ToSim {
-        sim: &sim,
-        sleep: &w.sleep,
-    };
+    let to_sim = w.to_sim();
     let config = LoginFlowConfig::load(&BTreeMap::<String, String>::new()).unwrap();
     let env = Env::new((), &to_sim, &w.clock, (), config);
     let ok = block_on(login::login(
@@ -921,10 +890,7 @@ fn quickstart_flow_in_the_core_with_the_demo_catalog() {
     for sign_type in [SignType::Md5, SignType::HmacSha256] {
         let w = World::new(sign_type);
         let sim = w.sim_env(Mode::Simulator);
-        let to_sim = ToSim {
-            sim: &sim,
-            sleep: &w.sleep,
-        };
+        let to_sim = w.to_sim();
         let token = token(&w, &to_sim, "any-code");
         let env = Env::new(&w.store, &to_sim, &w.clock, &w.nonce, shop(sign_type));
         // The catalog is empty: ordering the demo sku seeds the demo catalog.
@@ -958,11 +924,7 @@ fn quickstart_flow_in_the_core_with_the_demo_catalog() {
 #[test]
 fn demo_catalog_is_seeded_only_when_empty_and_only_in_simulator_mode() {
     let w = World::new(SignType::Md5);
-    let sim = w.sim_env(Mode::Simulator);
-    let to_sim = ToSim {
-        sim: &sim,
-        sleep: &w.sleep,
-    };
+    let to_sim = w.to_sim();
     let token = token(&w, &to_sim, "c1");
     w.store.put_product(&Product {
         sku: "tea".into(),
@@ -1016,8 +978,10 @@ fn live_mode_serves_nothing() {
     }
     assert!(w.store.data.borrow().is_empty());
     let vars: BTreeMap<String, String> = [("wxpay_mode".to_owned(), "live".to_owned())].into();
-    assert!(!SimConfig::load(&vars).enabled());
-    assert!(SimConfig::load(&BTreeMap::<String, String>::new()).enabled());
+    assert!(!SimConfig::load(&vars).unwrap().enabled());
+    assert!(SimConfig::load(&BTreeMap::<String, String>::new())
+        .unwrap()
+        .enabled());
 }
 
 #[test]
@@ -1028,4 +992,187 @@ fn query_strings_are_decoded() {
     );
     assert_eq!(query_param("a=%zz%4", "a").as_deref(), Some("%zz%4"));
     assert_eq!(query_param("a=1", "b"), None);
+}
+
+// ---- The in-process links (simulator mode without self requests) ---------------------------------
+
+/// Sleeps shorter than `.0` end at once; longer ones never end (a virtual clock in which the
+/// shorter deadline always comes first).
+struct ShortSleepsOnly(Duration);
+
+impl Sleep for ShortSleepsOnly {
+    async fn sleep(&self, duration: Duration) {
+        if duration >= self.0 {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[test]
+fn simulator_link_carries_exact_bytes_and_only_to_the_simulator() {
+    let w = World::new(SignType::HmacSha256);
+    let link = w.to_sim();
+    let xml_text = w.unified_order_xml("order000021", 1, None);
+    // The link's reply is the simulator's signed answer to the same bytes (the simulator
+    // checked our signature; we check its): the same trade as a direct call.
+    let reply = block_on(link.post_xml(&w.merchant().url("/pay/unifiedorder"), xml_text.clone()))
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let via_link = api::parse_unified_order_reply(&w.merchant(), &reply.body).unwrap();
+    let direct = w.post(&w.sim_env(Mode::Simulator), "/_sim/pay/unifiedorder", &xml_text);
+    assert_eq!(via_link.prepay_id, prepay_of(&w, &direct));
+    // A GET carries its query (jscode2session).
+    let reply = block_on(link.get(&format!(
+        "{}/sns/jscode2session?{}",
+        crate::config::SIM_BASE,
+        login_query("link-code")
+    )))
+    .unwrap();
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["openid"], openid_for_code("link-code"));
+    // Nothing but the simulator's WeChat APIs: no live origin, not the user's /_sim/pay, not the
+    // switchboard.
+    assert_eq!(
+        block_on(link.post_xml("https://api.mch.weixin.qq.com/pay/unifiedorder", xml_text)),
+        Err(TransportError::Denied)
+    );
+    let user = block_on(link.post_xml(
+        &format!("{}/pay", crate::config::SIM_BASE),
+        r#"{"prepay_id":"x"}"#.into(),
+    ))
+    .unwrap();
+    assert_eq!(user.status, 404);
+    let faults = block_on(link.get(&format!("{}/faults", crate::config::SIM_BASE))).unwrap();
+    assert_eq!(faults.status, 404);
+}
+
+#[test]
+fn held_back_reply_times_the_link_out_like_the_network() {
+    let w = World::new(SignType::Md5);
+    w.post(&w.sim_env(Mode::Simulator), "/_sim/faults", r#"{"timeout": 1}"#);
+    // The simulator holds the reply back for TIMEOUT_DELAY (5 s); the 4 s deadline ends first.
+    let sleep = ShortSleepsOnly(TIMEOUT_DELAY);
+    let link = SimulatorLink::new(&w.store, &w.clock, &w.nonce, &sleep, FIRST_BYTE_TIMEOUT);
+    let url = w.merchant().url("/pay/unifiedorder");
+    let xml_text = w.unified_order_xml("order000022", 1, None);
+    assert_eq!(
+        block_on(link.post_xml(&url, xml_text.clone())),
+        Err(TransportError::Timeout)
+    );
+    // Processed all the same (as WeChat would have): the retry gets the same prepay id.
+    let reply = block_on(link.post_xml(&url, xml_text)).unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(w.store.raw(&order_key("order000022")).is_some());
+    // The fault was used up.
+    assert_eq!(
+        block_on(super::faults::take_api_fault(&&w.store)),
+        super::faults::ApiFault::None
+    );
+}
+
+#[test]
+fn within_prefers_ready_work_and_honours_the_deadline() {
+    let instant = ShortSleepsOnly(Duration::MAX);
+    assert_eq!(
+        block_on(super::link::within(&instant, Duration::from_secs(1), async { 7 })),
+        Some(7)
+    );
+    let never = std::future::pending::<u8>();
+    assert_eq!(
+        block_on(super::link::within(&instant, Duration::from_secs(1), never)),
+        None
+    );
+}
+
+#[test]
+fn notify_link_settles_the_order_through_the_notify_flow() {
+    for sign_type in [SignType::Md5, SignType::HmacSha256] {
+        let w = World::new(sign_type);
+        let to_sim = w.to_sim();
+        let token = token(&w, &to_sim, "notify-link");
+        let env = Env::new(&w.store, &to_sim, &w.clock, &w.nonce, shop(sign_type));
+        let created = block_on(orders::create(
+            &env,
+            &Request::new(json!({"sku": "demo", "quantity": 1}).to_string()).with_bearer(&token),
+        ));
+        assert_eq!(created.status, 201, "{created:?}");
+        let body = created.json_body().unwrap();
+        let order_no = body["order"]["order_no"].as_str().unwrap().to_owned();
+        let package = body["pay_params"]["package"].as_str().unwrap();
+        // `/_sim/pay` as the simulator component runs it: its transport is the notify link.
+        let sim = Env::new(
+            &w.store,
+            NotifyLink::new(&w.store, &w.clock, Some(w.merchant())),
+            &w.clock,
+            &w.nonce,
+            SimConfig::serving(Some(w.merchant())),
+        );
+        let paid = block_on(handle(
+            &sim,
+            &w.sleep,
+            SimRequest {
+                method: "POST",
+                path: "/_sim/pay",
+                query: "",
+                body: json!({"package": package}).to_string().as_bytes(),
+            },
+        ));
+        let paid = paid.json_body().unwrap();
+        assert_eq!(paid["notified"], true, "{paid}");
+        assert_eq!(paid["deliveries"][0]["status"], 200);
+        assert_eq!(
+            xml::read(paid["deliveries"][0]["body"].as_str().unwrap().as_bytes()).unwrap()
+                ["return_code"],
+            "SUCCESS"
+        );
+        assert_eq!(w.store.order(&order_no).unwrap().status, Status::Paid);
+    }
+}
+
+#[test]
+fn notify_link_delivers_only_to_the_notify_route_and_only_when_configured() {
+    let w = World::new(SignType::Md5);
+    let body = "<xml><return_code>SUCCESS</return_code></xml>".to_owned();
+    let link = NotifyLink::new(&w.store, &w.clock, Some(w.merchant()));
+    assert_eq!(
+        block_on(link.post_xml("https://shop.example.com/api/wxpay/notify", body.clone())),
+        Err(TransportError::Denied)
+    );
+    assert_eq!(block_on(link.get(SIM_NOTIFY_URL)), Err(TransportError::Denied));
+    // An unsigned notification reaches the flow, which refuses it (FAIL: WeChat retries).
+    let reply = block_on(link.post_xml(SIM_NOTIFY_URL, body.clone())).unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(xml::read(&reply.body).unwrap()["return_code"], "FAIL");
+    let unconfigured: NotifyLink<&MemStore, &FakeClock> = NotifyLink::new(&w.store, &w.clock, None);
+    assert_eq!(
+        block_on(unconfigured.post_xml(SIM_NOTIFY_URL, body)),
+        Err(TransportError::Denied)
+    );
+}
+
+#[test]
+fn outbound_follows_the_mode() {
+    let live: Outbound<u8, u16> = Outbound::for_mode(Mode::Live, || 1, || unreachable!());
+    assert!(matches!(live, Outbound::Network(1)));
+    let sim: Outbound<u8, u16> = Outbound::for_mode(Mode::Simulator, || unreachable!(), || 2);
+    assert!(matches!(sim, Outbound::Simulator(2)));
+}
+
+#[test]
+fn simulator_config_carries_the_merchant_only_in_simulator_mode() {
+    let hmac: BTreeMap<String, String> =
+        [("wxpay_sign_type".to_owned(), "HMAC-SHA256".to_owned())].into();
+    let config = SimConfig::load(&hmac).unwrap();
+    assert_eq!(config.merchant, Some(MerchantConfig::simulator(SignType::HmacSha256)));
+    let bad: BTreeMap<String, String> = [("wxpay_sign_type".to_owned(), "SHA1".to_owned())].into();
+    let problems = SimConfig::load(&bad).unwrap_err();
+    assert!(problems.to_string().contains("wxpay_sign_type"), "{problems}");
+    let live: BTreeMap<String, String> = [("wxpay_mode".to_owned(), "live".to_owned())].into();
+    assert_eq!(
+        SimConfig::load(&live).unwrap(),
+        SimConfig {
+            mode: Some(Mode::Live),
+            merchant: None
+        }
+    );
 }

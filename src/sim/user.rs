@@ -7,7 +7,7 @@
 //! - `SUCCESS`: the trade becomes paid (a new 28-digit `transaction_id`, `time_end` now in
 //!   Beijing time), then the signed notification — every field WeChat sends for a JSAPI payment,
 //!   signed with the unified order's `sign_type` — is POSTed to the order's `notify_url`
-//!   (`http://self.alt/api/wxpay/notify` in simulator mode). An answer other than HTTP 200 with
+//!   (`SIM_NOTIFY_URL`, the notify flow in-process: `link::NotifyLink`). An answer other than HTTP 200 with
 //!   `return_code` SUCCESS, or no answer, is re-delivered on [`RETRY_DELAYS`]: WeChat's first
 //!   steps (15 s, 15 s, 30 s) scaled down 100×, so the whole schedule fits in the request
 //!   (0.6 s); WeChat's full 24-hour schedule cannot run inside one request — a notification

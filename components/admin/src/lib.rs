@@ -4,12 +4,11 @@
 //!
 //! Health lives here because it must read every variable to report every problem, and admin
 //! already holds the merchant credentials; spin.toml therefore declares all variables for this
-//! component. Reaches WeChat Pay (reconcile queries and closes orders).
+//! component. Reaches WeChat Pay (reconcile queries and closes orders; in simulator mode the
+//! simulator in-process).
 
 use wxpay::flows::{AdminFlowConfig, Env, Response, admin, health};
-use wxpay::spin::{
-    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SpinTransport, SystemClock,
-};
+use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SystemClock};
 
 /// The health route as spin.toml declares it (`spin-matched-route`).
 const HEALTH_ROUTE: &str = "/api/health";
@@ -28,13 +27,9 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             Ok(config) => config,
             Err(problems) => return Response::config_error(&problems),
         };
-        let env = Env::new(
-            SpinStore::new(),
-            SpinTransport,
-            SystemClock,
-            OsRandom,
-            config,
-        );
+        let store = SpinStore::new();
+        let transport = spin::wechat_transport(config.merchant.mode, &store);
+        let env = Env::new(&store, transport, SystemClock, OsRandom, config);
         // The flow routes on the path below /api/admin (`spin-path-info`).
         admin::handle(
             &env,

@@ -1,11 +1,11 @@
 //! `login` component: `POST /api/login` → [`wxpay::flows::login::login`].
 //!
-//! Reaches only WeChat's login API (`wx_api`, or the simulator at `http://self`); no KV store,
-//! no merchant key. The request URL it sends carries the app secret, which is why the transport
+//! Reaches only WeChat's login API (`wx_api`); no merchant key. In simulator mode the simulator's
+//! login API runs in-process and remembers used codes in KV, the only use of the store here. The request URL it sends carries the app secret, which is why the transport
 //! never reports URLs.
 
 use wxpay::flows::{Env, LoginFlowConfig, Response, login};
-use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, SpinTransport, SystemClock};
+use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, SpinStore, SystemClock};
 
 wxpay::export_http_handler!(handle);
 
@@ -18,8 +18,10 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             Ok(config) => config,
             Err(problems) => return Response::config_error(&problems),
         };
-        // No store and no nonce: the login flow uses neither.
-        let env = Env::new((), SpinTransport, SystemClock, (), config);
+        // No store and no nonce: the login flow uses neither (the simulator's link has its own).
+        let store = SpinStore::new();
+        let transport = spin::wechat_transport(config.login.mode, &store);
+        let env = Env::new((), transport, SystemClock, (), config);
         login::login(&env, &incoming.request).await
     })
     .await

@@ -1,13 +1,11 @@
 //! `order` component: `POST /api/orders` → [`wxpay::flows::orders::create`] and
 //! `GET /api/orders/:order_no` → [`wxpay::flows::orders::get`].
 //!
-//! Reaches WeChat Pay (`wxpay_mch_api`, or the simulator at `http://self`) for unified order
-//! and order query; reads the catalog and reads/writes orders in KV.
+//! Reaches WeChat Pay (`wxpay_mch_api`; in simulator mode the simulator in-process) for unified
+//! order and order query; reads the catalog and reads/writes orders in KV.
 
 use wxpay::flows::{Env, Response, ShopConfig, orders};
-use wxpay::spin::{
-    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SpinTransport, SystemClock,
-};
+use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SystemClock};
 
 wxpay::export_http_handler!(handle);
 
@@ -23,13 +21,9 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             Ok(config) => config,
             Err(problems) => return Response::config_error(&problems),
         };
-        let env = Env::new(
-            SpinStore::new(),
-            SpinTransport,
-            SystemClock,
-            OsRandom,
-            config,
-        );
+        let store = SpinStore::new();
+        let transport = spin::wechat_transport(config.merchant.mode, &store);
+        let env = Env::new(&store, transport, SystemClock, OsRandom, config);
         match order_no {
             None => orders::create(&env, &incoming.request).await,
             Some(order_no) => orders::get(&env, &incoming.request, order_no).await,

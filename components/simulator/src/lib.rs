@@ -2,15 +2,16 @@
 //! simulator (jscode2session, unifiedorder / orderquery / closeorder, the user paying through
 //! `POST /_sim/pay`, fault injection through `/_sim/faults`).
 //!
-//! Reads only `wxpay_mode`: in live mode (or with an invalid mode) every route answers 404.
-//! Keeps its state in KV under `sim:`; reaches only this app (`http://self`), to deliver
-//! payment notifications to `/api/wxpay/notify`.
+//! Reads `wxpay_mode` and `wxpay_sign_type`: in live mode (or with an invalid mode) every route
+//! answers 404. Keeps its state in KV under `sim:`; reaches nothing: `POST /_sim/pay` delivers
+//! the payment notification to the notify route's flow in-process
+//! ([`wxpay::sim::link::NotifyLink`]), on the same store.
 
-use wxpay::flows::Env;
+use wxpay::flows::{Env, Response};
+use wxpay::sim::link::NotifyLink;
 use wxpay::sim::{self, SimConfig, SimRequest};
 use wxpay::spin::{
-    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinSleep, SpinStore, SpinTransport,
-    SystemClock,
+    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinSleep, SpinStore, SystemClock,
 };
 
 /// Where the wildcard route is mounted; the core routes on the path below it.
@@ -20,14 +21,13 @@ wxpay::export_http_handler!(handle);
 
 async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve("simulator", req, async |incoming, vars| {
-        let config = SimConfig::load(vars);
-        let env = Env::new(
-            SpinStore::new(),
-            SpinTransport,
-            SystemClock,
-            OsRandom,
-            config,
-        );
+        let config = match SimConfig::load(vars) {
+            Ok(config) => config,
+            Err(problems) => return Response::config_error(&problems),
+        };
+        let store = SpinStore::new();
+        let notify = NotifyLink::new(&store, SystemClock, config.merchant.clone());
+        let env = Env::new(&store, notify, SystemClock, OsRandom, config);
         let path = format!("{MOUNT}{}", incoming.path_info());
         let request = SimRequest {
             method: incoming.method.as_str(),

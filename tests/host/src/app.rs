@@ -428,36 +428,6 @@ impl AppInner {
             }
         }
     }
-
-    /// A self request from a guest, as it would arrive at Spin's own listener.
-    pub(crate) async fn dispatch_self_request<B>(
-        self: Arc<Self>,
-        mut req: http::Request<B>,
-    ) -> Result<http::Response<Bytes>, ErrorCode>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<ErrorCode>,
-    {
-        let authority = self.listen.to_string();
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        *req.uri_mut() = path_and_query
-            .parse()
-            .map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
-        req.headers_mut().insert(
-            http::header::HOST,
-            http::HeaderValue::from_str(&authority)
-                .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?,
-        );
-        let client = crate::outbound::self_request_client_addr();
-        // Boxed: a self request may recurse into another self request.
-        let fut: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { self.dispatch(req, client).await });
-        fut.await
-            .map_err(|e| ErrorCode::InternalError(Some(format!("spin-test-host: {e:#}"))))
-    }
 }
 
 fn empty_response(status: http::StatusCode) -> http::Response<Bytes> {

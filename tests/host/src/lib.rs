@@ -16,6 +16,7 @@
 //! | `wasi:http` client, `allowed_outbound_hosts`, `self` requests | `outbound` |
 //! | guest stdout / stderr | `logs` |
 //! | (for tests) a local fake HTTP server | [`fake`] |
+//! | (for tests) the released Spin CLI itself, to check the app and this host against it | [`real_spin`] |
 //!
 //! Each module's documentation says what it imitates and where it is simplified. The WASIp3
 //! `wasi:http` notes that matter to app code: self requests must be written
@@ -47,6 +48,7 @@ pub mod kv;
 mod logs;
 mod manifest;
 mod outbound;
+pub mod real_spin;
 mod router;
 mod variables;
 
@@ -260,7 +262,7 @@ impl TestAppBuilder {
     }
 
     /// The address the app pretends to listen on (default `127.0.0.1:3000`, `spin up`'s):
-    /// the `Host` of requests that have none, and the origin of self requests.
+    /// the `Host` of requests that have none.
     pub fn listen_addr(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
         self
@@ -411,7 +413,7 @@ impl TestApp {
         &self,
         req: http::Request<B>,
     ) -> anyhow::Result<TestResponse> {
-        self.request_from(req, outbound::self_request_client_addr())
+        self.request_from(req, next_client_addr())
             .await
     }
 
@@ -481,4 +483,12 @@ impl TestApp {
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.listen
     }
+}
+
+/// Client addresses of test requests: loopback with a fresh ephemeral-looking port each.
+fn next_client_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT_PORT: AtomicU16 = AtomicU16::new(49152);
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(49152);
+    SocketAddr::from(([127, 0, 0, 1], port))
 }

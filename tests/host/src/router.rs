@@ -150,9 +150,11 @@ impl RouteMatch {
             ("spin-component-route".to_owned(), raw_or_prefix),
             ("spin-client-addr".to_owned(), client_addr.to_string()),
         ];
+        // Spin names these `SPIN_PATH_MATCH_<NAME>` and turns every header key into lowercase
+        // with `_` as `-` (`prepare_header_key`): `:order_no` → `spin-path-match-order-no`.
         for (name, value) in &self.named_wildcards {
             headers.push((
-                format!("spin-path-match-{}", name.to_ascii_lowercase()),
+                format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")),
                 value.clone(),
             ));
         }

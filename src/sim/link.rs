@@ -1,0 +1,181 @@
+//! Simulator mode without self requests: the app's components reach the simulator in-process.
+//!
+//! Spin 4.0.x cannot send a self request from a WASIp3 (spin-sdk 6) component (its reused
+//! instances have no self-request origin), so in simulator mode no WeChat call leaves the
+//! component. Two [`Transport`]s stand where the network would be, and both carry the exact
+//! bytes a live deployment sends and receives, so signing, the XML codec and reply
+//! verification run exactly as in live mode:
+//!
+//! - [`SimulatorLink`]: the app → WeChat. A request to a URL under [`SIM_BASE`] is handed to the
+//!   simulator's WeChat APIs ([`super::api`]: jscode2session, unifiedorder, orderquery,
+//!   closeorder) on the same store, and its reply comes back as the reply body. A reply that
+//!   takes longer than the network transport's first-byte timeout (the simulator's `timeout`
+//!   fault) fails with [`TransportError::Timeout`], as it does over HTTP.
+//! - [`NotifyLink`]: WeChat → the app. The simulator's notification delivery (`POST /_sim/pay`)
+//!   to [`SIM_NOTIFY_URL`] runs the notify route's flow ([`notify::notify`]) on the same store
+//!   and answers with its exact reply, so the retry schedule and duplicate bursts of
+//!   [`super::user::deliver`] work unchanged.
+//!
+//! [`Outbound`] picks the network or the simulator by the configured mode.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::{SimConfig, SimRequest, Sleep};
+use crate::config::{MerchantConfig, Mode, SIM_BASE, SIM_NOTIFY_URL};
+use crate::flows::{Clock, Env, HttpReply, Nonce, Store, Transport, TransportError, notify};
+
+/// The simulator's WeChat APIs as a [`Transport`] (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct SimulatorLink<S, C, N, P> {
+    store: S,
+    clock: C,
+    nonce: N,
+    sleep: P,
+    first_byte_timeout: Duration,
+}
+
+impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
+    /// A link over the app's `store`. `first_byte_timeout` is the network transport's, so a
+    /// held-back reply times the caller out the same way.
+    pub fn new(store: S, clock: C, nonce: N, sleep: P, first_byte_timeout: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            nonce,
+            sleep,
+            first_byte_timeout,
+        }
+    }
+
+    async fn call(&self, method: &str, url: &str, body: &[u8]) -> Result<HttpReply, TransportError> {
+        // Only the simulator's URLs: anything else would be a live call, which simulator mode
+        // never makes.
+        let rest = url.strip_prefix(SIM_BASE).ok_or(TransportError::Denied)?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let env = Env::new(
+            &self.store,
+            (),
+            &self.clock,
+            &self.nonce,
+            SimConfig::serving(None),
+        );
+        let request = SimRequest {
+            method,
+            path,
+            query,
+            body,
+        };
+        let answer = super::api(&env, &self.sleep, request);
+        let response = within(&self.sleep, self.first_byte_timeout, answer)
+            .await
+            .ok_or(TransportError::Timeout)?
+            .unwrap_or_else(super::not_found);
+        Ok(HttpReply {
+            status: response.status,
+            body: response.body,
+        })
+    }
+}
+
+impl<S: Store, C: Clock, N: Nonce, P: Sleep> Transport for SimulatorLink<S, C, N, P> {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        self.call("POST", url, body.as_bytes()).await
+    }
+
+    async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
+        self.call("GET", url, b"").await
+    }
+}
+
+/// The notify route as the simulator's [`Transport`] (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct NotifyLink<S, C> {
+    store: S,
+    clock: C,
+    /// What the notify route verifies with; `None` (the simulator serves nothing, e.g. in live
+    /// mode) refuses every delivery.
+    merchant: Option<MerchantConfig>,
+}
+
+impl<S: Store, C: Clock> NotifyLink<S, C> {
+    pub fn new(store: S, clock: C, merchant: Option<MerchantConfig>) -> Self {
+        Self {
+            store,
+            clock,
+            merchant,
+        }
+    }
+}
+
+impl<S: Store, C: Clock> Transport for NotifyLink<S, C> {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        let merchant = self.merchant.as_ref().ok_or(TransportError::Denied)?;
+        if url != SIM_NOTIFY_URL {
+            return Err(TransportError::Denied);
+        }
+        let env = Env::new(&self.store, (), &self.clock, (), merchant.clone());
+        let (response, _outcome) = notify::notify(&env, body.as_bytes()).await;
+        Ok(HttpReply {
+            status: response.status,
+            body: response.body,
+        })
+    }
+
+    async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
+        Err(TransportError::Denied)
+    }
+}
+
+/// A component's WeChat transport: the network in live mode, the simulator in simulator mode.
+#[derive(Debug, Clone)]
+pub enum Outbound<T, L> {
+    Network(T),
+    Simulator(L),
+}
+
+impl<T, L> Outbound<T, L> {
+    /// [`Outbound::Simulator`] in [`Mode::Simulator`], else the network; only the chosen one is
+    /// built.
+    pub fn for_mode(mode: Mode, network: impl FnOnce() -> T, simulator: impl FnOnce() -> L) -> Self {
+        match mode {
+            Mode::Simulator => Outbound::Simulator(simulator()),
+            Mode::Live => Outbound::Network(network()),
+        }
+    }
+}
+
+impl<T: Transport, L: Transport> Transport for Outbound<T, L> {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        match self {
+            Outbound::Network(t) => t.post_xml(url, body).await,
+            Outbound::Simulator(l) => l.post_xml(url, body).await,
+        }
+    }
+
+    async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
+        match self {
+            Outbound::Network(t) => t.get(url).await,
+            Outbound::Simulator(l) => l.get(url).await,
+        }
+    }
+}
+
+/// `work`'s output, or `None` if `limit` passed first. `work` is polled first, so work that is
+/// ready at once wins even over a sleep that is (as in native tests).
+pub async fn within<P: Sleep, F: Future>(sleep: &P, limit: Duration, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    let mut deadline = pin!(sleep.sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,437 @@
+//! The app under the released Spin (4.0.2): `spin build`, then `spin up` on the real
+//! `spin.toml` on free loopback ports, driven over HTTP like a user would.
+//!
+//! - The README Quickstart, word for word (its shell block run by `bash`, only `BASE` pointed at
+//!   the port), in simulator mode.
+//! - Every route once in live mode against the tests' fake WeChat (`wxpay_mch_api` / `wx_api`
+//!   pointed at it), each with a request body, plus a HEAD request; every response's
+//!   `content-length` matches its body.
+//! - The mini-program example's request sequence (`examples/miniprogram`), in simulator mode.
+//! - The `spin-*` headers Spin gives the fixture component, compared with the embedded test
+//!   host's for the same requests.
+//!
+//! Without a Spin binary (see `spin_test_host::real_spin::find_spin`) every test here prints
+//! that it was skipped and why, and passes: a user's machine need not have Spin to run the
+//! tests. CI sets `SPIN_WXPAY_REQUIRE_SPIN=1`, which turns a missing binary into a failure.
+
+#[path = "app/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use spin_test_host::TestApp;
+use spin_test_host::real_spin::{SpinUp, WireResponse, find_spin, spin_build, workspace_root};
+use support::{ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET};
+use wxpay::v2::sign::SignType;
+use wxpay::v2::xml;
+
+/// The Spin binary, or `None` after saying why the test is skipped.
+fn spin_or_skip(test: &str) -> Option<PathBuf> {
+    match find_spin() {
+        Ok(bin) => Some(bin),
+        Err(why) if std::env::var_os("SPIN_WXPAY_REQUIRE_SPIN").is_some() => {
+            panic!("SPIN_WXPAY_REQUIRE_SPIN is set, but: {why}")
+        }
+        Err(why) => {
+            // Past the test harness's capture, so a passing run still shows it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "real-Spin test {test} skipped: {why} (set SPIN_BIN to run it)"
+            );
+            None
+        }
+    }
+}
+
+fn app_manifest() -> PathBuf {
+    workspace_root().join("spin.toml")
+}
+
+/// `spin build` and `spin up` of the app with `variables`.
+async fn up(spin: &std::path::Path, variables: &[(&str, &str)]) -> SpinUp {
+    spin_build(spin, &app_manifest()).expect("spin build");
+    SpinUp::start(spin, &app_manifest(), variables)
+        .await
+        .expect("spin up")
+}
+
+/// Spin's and the components' output must not show a self request or a component failure.
+fn assert_clean_output(up: &SpinUp) {
+    let output = up.output();
+    for bad in ["no origin set", "Component error", "panicked", "error while executing"] {
+        assert!(!output.contains(bad), "spin output has {bad:?}:\n{output}");
+    }
+}
+
+/// A response's body travels with a `content-length` that matches it, not chunked.
+fn assert_fixed_length(res: &WireResponse, what: &str) {
+    assert!(
+        res.header("transfer-encoding").is_none(),
+        "{what}: chunked response"
+    );
+    if !res.body.is_empty() {
+        assert_eq!(
+            res.header("content-length"),
+            Some(res.body.len().to_string().as_str()),
+            "{what}: content-length"
+        );
+    }
+}
+
+// ---- The README Quickstart -------------------------------------------------------------------------
+
+/// The Quickstart's client commands: the first ```sh block after "Then, in another terminal".
+fn quickstart_script(readme: &str) -> String {
+    let after = readme
+        .split_once("Then, in another terminal")
+        .expect("README Quickstart's client commands")
+        .1;
+    let block = after.split_once("```sh\n").expect("a ```sh block").1;
+    block.split_once("```").expect("the block's end").0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_quickstart_word_for_word() {
+    let Some(spin) = spin_or_skip("readme_quickstart_word_for_word") else {
+        return;
+    };
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("\nspin up --build\n"),
+        "the Quickstart starts the app with `spin up --build`"
+    );
+    let up = up(&spin, &[]).await;
+    let script = quickstart_script(&readme);
+    let base_line = "BASE=http://127.0.0.1:3000";
+    assert!(script.contains(base_line), "{script}");
+    let script = script.replace(base_line, &format!("BASE={}", up.base()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", up.output());
+    // Step 3 shows the simulator's answer: the notification was delivered and acknowledged.
+    let (paid, last) = stdout.trim_end().rsplit_once('\n').expect("two outputs");
+    let paid: Value = serde_json::from_str(paid).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(paid["notified"], true, "{paid}");
+    assert_eq!(paid["result"], "SUCCESS");
+    assert_eq!(paid["deliveries"][0]["status"], 200, "{paid}");
+    // Step 4 prints what the README says it prints.
+    assert_eq!(last, "\"PAID\"", "{stdout}");
+
+    // The admin token the README gives for simulator mode.
+    let products = up
+        .request(
+            "GET",
+            "/api/admin/products",
+            &[("authorization", "Bearer simulator-admin-token")],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(products.status, 200, "{}", products.text());
+    assert_eq!(products.json()["products"][0]["sku"], "demo");
+    // Simulator mode is marked in the log.
+    assert!(up.output().contains("NO REAL PAYMENT"), "{}", up.output());
+    assert_clean_output(&up);
+}
+
+// ---- Every route in live mode ---------------------------------------------------------------------
+
+fn live_variables(wechat: &FakeWechat, sign_type: SignType) -> Vec<(&'static str, String)> {
+    vec![
+        ("wxpay_mode", "live".into()),
+        ("wx_appid", APPID.into()),
+        ("wx_app_secret", APP_SECRET.into()),
+        ("wxpay_mch_id", MCH_ID.into()),
+        ("wxpay_api_key", API_KEY.into()),
+        ("wxpay_sign_type", sign_type.as_str().into()),
+        (
+            "wxpay_notify_url",
+            "https://shop.example.com/api/wxpay/notify".into(),
+        ),
+        ("wxpay_mch_api", wechat.origin()),
+        ("wx_api", wechat.origin()),
+        ("session_secret", SESSION_SECRET.into()),
+        ("admin_token", ADMIN_TOKEN.into()),
+    ]
+}
+
+const JSON_TYPE: (&str, &str) = ("content-type", "application/json");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_in_live_mode() {
+    let Some(spin) = spin_or_skip("every_route_in_live_mode") else {
+        return;
+    };
+    for sign_type in [SignType::Md5, SignType::HmacSha256] {
+        every_route(&spin, sign_type).await;
+    }
+}
+
+async fn every_route(spin: &std::path::Path, sign_type: SignType) {
+    let wechat = FakeWechat::start().await;
+    let variables = live_variables(&wechat, sign_type);
+    let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let up = up(spin, &variables).await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let admin = ("authorization", admin.as_str());
+    // Every request carries a body (routes that take none ignore it).
+    let call = async |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
+        let res = up
+            .request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", up.output()));
+        assert_fixed_length(&res, &format!("{method} {path}"));
+        res
+    };
+    let ignored = json!({"ignored": true}).to_string();
+
+    let health = call("GET", "/api/health", &[JSON_TYPE], ignored.clone()).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["mode"], "live");
+    assert_eq!(health.json()["config_ok"], true, "{}", health.text());
+    // HEAD: no route serves it (405, as for any other method), and no body comes back.
+    let head = call("HEAD", "/api/health", &[], String::new()).await;
+    assert_eq!(head.status, 405);
+    assert!(head.body.is_empty());
+
+    let tea = json!({"name": "乌龙茶 Oolong", "price": 199}).to_string();
+    let put = call("PUT", "/api/admin/products/tea", &[admin, JSON_TYPE], tea).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(put.json()["price"], 199);
+    let listed = call("GET", "/api/admin/products", &[admin], ignored.clone()).await;
+    assert_eq!(listed.json()["products"][0]["sku"], "tea", "{}", listed.text());
+    let one = call("GET", "/api/admin/products/tea", &[admin], ignored.clone()).await;
+    assert_eq!((one.status, one.json()["name"].clone()), (200, json!("乌龙茶 Oolong")));
+    let unauthorized = call("GET", "/api/admin/products", &[], ignored.clone()).await;
+    assert_eq!(unauthorized.json()["error"]["code"], "unauthorized");
+
+    let login = call(
+        "POST",
+        "/api/login",
+        &[JSON_TYPE],
+        json!({"code": "u-alice-1"}).to_string(),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let token = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    let user = ("authorization", token.as_str());
+
+    let created = call(
+        "POST",
+        "/api/orders",
+        &[user, JSON_TYPE],
+        json!({"sku": "tea", "quantity": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    let order_no = created["order"]["order_no"].as_str().unwrap().to_owned();
+    assert_eq!(created["order"]["total_fee"], 398);
+    assert_eq!(created["pay_params"]["signType"], sign_type.as_str());
+    let order_path = format!("/api/orders/{order_no}");
+
+    // The route parameter reaches the component (Spin 4.0.2: `spin-path-match-order-no`).
+    let polled = call("GET", &order_path, &[user, JSON_TYPE], ignored.clone()).await;
+    assert_eq!(polled.status, 200, "{}", polled.text());
+    assert_eq!(polled.json()["order_no"], order_no.as_str());
+    assert_eq!(polled.json()["status"], "AWAITING_PAYMENT");
+    let head = call("HEAD", &order_path, &[user], String::new()).await;
+    assert_eq!((head.status, head.body.len()), (405, 0));
+
+    let resigned = call(
+        "POST",
+        &format!("{order_path}/pay-params"),
+        &[user, JSON_TYPE],
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(resigned.status, 200, "{}", resigned.text());
+    assert_eq!(resigned.json()["package"], created["pay_params"]["package"]);
+
+    // WeChat's notification (XML), then the paid order.
+    let notification = wechat.pay(&order_no, sign_type);
+    let notified = call(
+        "POST",
+        "/api/wxpay/notify",
+        &[("content-type", "text/xml")],
+        notification,
+    )
+    .await;
+    assert_eq!(notified.status, 200);
+    assert_eq!(notified.header("content-type"), Some("text/xml"));
+    assert_eq!(xml::read(&notified.body).unwrap()["return_code"], "SUCCESS");
+    let paid = call("GET", &order_path, &[user], ignored.clone()).await;
+    assert_eq!(paid.json()["status"], "PAID", "{}", paid.text());
+    let record = call(
+        "GET",
+        &format!("/api/admin/orders/{order_no}"),
+        &[admin],
+        ignored.clone(),
+    )
+    .await;
+    assert_eq!(record.status, 200, "{}", record.text());
+    assert_eq!(record.json()["status"], "PAID");
+    let reconcile = call("POST", "/api/admin/reconcile", &[admin, JSON_TYPE], "{}".into()).await;
+    assert_eq!(reconcile.status, 200, "{}", reconcile.text());
+    assert_eq!(reconcile.json()["failed"], 0, "{}", reconcile.text());
+
+    let deleted = call("DELETE", "/api/admin/products/tea", &[admin], ignored.clone()).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let wrong = call("DELETE", "/api/login", &[JSON_TYPE], ignored.clone()).await;
+    assert_eq!(wrong.json()["error"]["code"], "method_not_allowed");
+    // The simulator's routes do not exist in live mode.
+    let sim = call("POST", "/_sim/pay", &[JSON_TYPE], "{}".into()).await;
+    assert_eq!(sim.status, 404);
+
+    wechat.assert_all_requests_verified();
+    assert_eq!(wechat.requests_to("/pay/unifiedorder").len(), 1);
+    assert!(!up.output().contains(API_KEY) && !up.output().contains(APP_SECRET));
+    assert_clean_output(&up);
+}
+
+// ---- The mini-program example ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miniprogram_example_sequence() {
+    let Some(spin) = spin_or_skip("miniprogram_example_sequence") else {
+        return;
+    };
+    let pay_js =
+        std::fs::read_to_string(workspace_root().join("examples/miniprogram/pages/pay/pay.js"))
+            .unwrap();
+    // The requests below are the ones pay.js makes; fail if it changes.
+    for call in [
+        "request('POST', '/api/login', { code })",
+        "request('POST', '/api/orders', { sku: 'demo', quantity: 1 }, token)",
+        "request('POST', '/_sim/pay', { package: payParams.package, result: 'SUCCESS' })",
+        "request('GET', '/api/orders/' + orderNo, undefined, token)",
+        "{ 'content-type': 'application/json' }",
+    ] {
+        assert!(pay_js.contains(call), "pay.js no longer makes {call}");
+    }
+    let up = up(&spin, &[]).await;
+    // wx.request sends the JSON content type on every request, GET included (without a body).
+    let login = up
+        .request(
+            "POST",
+            "/api/login",
+            &[JSON_TYPE],
+            json!({"code": "0a3Xyz-miniprogram"}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "{}", login.text());
+    let token = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    let created = up
+        .request(
+            "POST",
+            "/api/orders",
+            &[JSON_TYPE, ("authorization", &token)],
+            json!({"sku": "demo", "quantity": 1}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    for field in ["timeStamp", "nonceStr", "package", "signType", "paySign"] {
+        assert!(created["pay_params"][field].is_string(), "{field}");
+    }
+    let paid = up
+        .request(
+            "POST",
+            "/_sim/pay",
+            &[JSON_TYPE],
+            json!({"package": created["pay_params"]["package"], "result": "SUCCESS"}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.status, 200, "{}", paid.text());
+    let order_no = created["order"]["order_no"].as_str().unwrap();
+    let order = up
+        .request(
+            "GET",
+            &format!("/api/orders/{order_no}"),
+            &[JSON_TYPE, ("authorization", &token)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(order.status, 200, "{}", order.text());
+    assert_eq!(order.json()["status"], "PAID");
+    assert_clean_output(&up);
+}
+
+// ---- The test host's `spin-*` headers against Spin's ----------------------------------------------
+
+/// The `spin-*` lines of the fixture's header echo, with the client's port (which differs per
+/// connection) masked.
+fn spin_headers(echo: &str) -> Vec<String> {
+    echo.lines()
+        .filter(|l| l.starts_with("spin-"))
+        .map(|l| match l.strip_prefix("spin-client-addr: ") {
+            Some(addr) => format!(
+                "spin-client-addr: {}:<port>",
+                addr.rsplit_once(':').map_or(addr, |(ip, _)| ip)
+            ),
+            None => l.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_host_sends_the_spin_headers_spin_sends() {
+    let Some(spin) = spin_or_skip("test_host_sends_the_spin_headers_spin_sends") else {
+        return;
+    };
+    let manifest = workspace_root().join("tests/fixture/spin.toml");
+    spin_build(&spin, &manifest).expect("spin build of the fixture");
+    let real = SpinUp::start(&spin, &manifest, &[]).await.expect("spin up");
+    let host = TestApp::builder("tests/fixture/spin.toml")
+        .listen_addr(real.addr())
+        .start()
+        .await
+        .expect("test host");
+    let paths = [
+        "/exact",
+        "/exact/",
+        "/headers",
+        "/headers/a/b?x=1&y=%2F",
+        "/users/bob",
+        "/users/bob_smith?q",
+        "/files/pdf/a/b/c.pdf",
+        "/files/pdf",
+        "/params/ORD_123/v-1/rest/of/it?z=1",
+        "/params/o/v",
+        "/b/headers/x",
+        "/b",
+    ];
+    for path in paths {
+        let from_spin = real.request("GET", path, &[], "").await.unwrap();
+        let from_host = host.get(path).await.unwrap();
+        assert_eq!(from_spin.status, 200, "{path}: {}", from_spin.text());
+        assert_eq!(from_host.status, 200, "{path}: {}", from_host.text());
+        let spin_lines = spin_headers(&from_spin.text());
+        assert!(!spin_lines.is_empty(), "{path}: {}", from_spin.text());
+        assert_eq!(spin_headers(&from_host.text()), spin_lines, "{path}");
+    }
+    // The parameter names as Spin spells them.
+    let echo = real
+        .request("GET", "/params/ORD_123/v-1/rest", &[], "")
+        .await
+        .unwrap()
+        .text();
+    assert!(echo.contains("spin-path-match-order-no: ORD_123"), "{echo}");
+    assert!(echo.contains("spin-path-match-mixed-case: v-1"), "{echo}");
+}
