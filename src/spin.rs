@@ -5,7 +5,7 @@
 //! | port | here |
 //! |---|---|
 //! | [`Store`] | [`SpinStore`]: Spin KV, store `default`, opened lazily at most once per request |
-//! | [`Transport`] | [`SpinTransport`]: `wasi:http` `client.send`, connect / first-byte timeouts |
+//! | [`Transport`] | [`wechat_transport`]: [`SpinTransport`] (`wasi:http` `client.send`, connect / first-byte timeouts) in live mode, the simulator in-process in simulator mode |
 //! | [`VariableSource`] | [`SpinVariables`]: every variable read once per instance, cached |
 //! | [`Clock`] | [`SystemClock`]: the wall clock |
 //! | [`Nonce`] | [`OsRandom`]: `getrandom` (`wasi:random`) |
@@ -32,11 +32,11 @@ use spin_sdk::wasip3::{wit_future, wit_stream};
 use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, VariableSource};
 use crate::flows::log::{Field, Line};
 use crate::flows::notify::{self, NotifyOutcome};
-use crate::sim::link::{Outbound, SimulatorLink};
 use crate::flows::{
     Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Refusal, Request, Response, Store, StoreError,
     Transport, TransportError,
 };
+use crate::sim::link::{Outbound, SimulatorLink};
 
 // ---- Store --------------------------------------------------------------------------------------
 
@@ -443,7 +443,10 @@ impl Incoming {
 /// name lowercased with `_` turned into `-` (`:order_no` → `spin-path-match-order-no`; Spin's
 /// `crates/trigger-http/src/headers.rs`, `prepare_header_key`).
 pub fn path_match_header(name: &str) -> String {
-    format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-"))
+    format!(
+        "spin-path-match-{}",
+        name.to_ascii_lowercase().replace('_', "-")
+    )
 }
 
 /// The name of a `wasi:http` method, as HTTP spells it.

@@ -50,7 +50,12 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
         }
     }
 
-    async fn call(&self, method: &str, url: &str, body: &[u8]) -> Result<HttpReply, TransportError> {
+    async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<HttpReply, TransportError> {
         // Only the simulator's URLs: anything else would be a live call, which simulator mode
         // never makes.
         let rest = url.strip_prefix(SIM_BASE).ok_or(TransportError::Denied)?;
@@ -139,7 +144,11 @@ pub enum Outbound<T, L> {
 impl<T, L> Outbound<T, L> {
     /// [`Outbound::Simulator`] in [`Mode::Simulator`], else the network; only the chosen one is
     /// built.
-    pub fn for_mode(mode: Mode, network: impl FnOnce() -> T, simulator: impl FnOnce() -> L) -> Self {
+    pub fn for_mode(
+        mode: Mode,
+        network: impl FnOnce() -> T,
+        simulator: impl FnOnce() -> L,
+    ) -> Self {
         match mode {
             Mode::Simulator => Outbound::Simulator(simulator()),
             Mode::Live => Outbound::Network(network()),

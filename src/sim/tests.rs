@@ -8,13 +8,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::faults::TIMEOUT_DELAY;
+use super::link::{NotifyLink, Outbound, SimulatorLink};
 use super::login::openid_for_code;
 use super::user::RETRY_DELAYS;
-use super::link::{NotifyLink, Outbound, SimulatorLink};
 use super::*;
 use crate::config::{
-    LoginConfig, MerchantConfig, SIM_API_KEY, SIM_APPID, SIM_MCH_ID, SIM_NOTIFY_URL,
-    SessionConfig,
+    LoginConfig, MerchantConfig, SIM_API_KEY, SIM_APPID, SIM_MCH_ID, SIM_NOTIFY_URL, SessionConfig,
 };
 use crate::flows::fakes::{CountingNonce, FakeClock, MemStore, block_on};
 use crate::flows::{
@@ -979,9 +978,11 @@ fn live_mode_serves_nothing() {
     assert!(w.store.data.borrow().is_empty());
     let vars: BTreeMap<String, String> = [("wxpay_mode".to_owned(), "live".to_owned())].into();
     assert!(!SimConfig::load(&vars).unwrap().enabled());
-    assert!(SimConfig::load(&BTreeMap::<String, String>::new())
-        .unwrap()
-        .enabled());
+    assert!(
+        SimConfig::load(&BTreeMap::<String, String>::new())
+            .unwrap()
+            .enabled()
+    );
 }
 
 #[test]
@@ -1015,11 +1016,15 @@ fn simulator_link_carries_exact_bytes_and_only_to_the_simulator() {
     let xml_text = w.unified_order_xml("order000021", 1, None);
     // The link's reply is the simulator's signed answer to the same bytes (the simulator
     // checked our signature; we check its): the same trade as a direct call.
-    let reply = block_on(link.post_xml(&w.merchant().url("/pay/unifiedorder"), xml_text.clone()))
-        .unwrap();
+    let reply =
+        block_on(link.post_xml(&w.merchant().url("/pay/unifiedorder"), xml_text.clone())).unwrap();
     assert_eq!(reply.status, 200);
     let via_link = api::parse_unified_order_reply(&w.merchant(), &reply.body).unwrap();
-    let direct = w.post(&w.sim_env(Mode::Simulator), "/_sim/pay/unifiedorder", &xml_text);
+    let direct = w.post(
+        &w.sim_env(Mode::Simulator),
+        "/_sim/pay/unifiedorder",
+        &xml_text,
+    );
     assert_eq!(via_link.prepay_id, prepay_of(&w, &direct));
     // A GET carries its query (jscode2session).
     let reply = block_on(link.get(&format!(
@@ -1049,7 +1054,11 @@ fn simulator_link_carries_exact_bytes_and_only_to_the_simulator() {
 #[test]
 fn held_back_reply_times_the_link_out_like_the_network() {
     let w = World::new(SignType::Md5);
-    w.post(&w.sim_env(Mode::Simulator), "/_sim/faults", r#"{"timeout": 1}"#);
+    w.post(
+        &w.sim_env(Mode::Simulator),
+        "/_sim/faults",
+        r#"{"timeout": 1}"#,
+    );
     // The simulator holds the reply back for TIMEOUT_DELAY (5 s); the 4 s deadline ends first.
     let sleep = ShortSleepsOnly(TIMEOUT_DELAY);
     let link = SimulatorLink::new(&w.store, &w.clock, &w.nonce, &sleep, FIRST_BYTE_TIMEOUT);
@@ -1074,7 +1083,11 @@ fn held_back_reply_times_the_link_out_like_the_network() {
 fn within_prefers_ready_work_and_honours_the_deadline() {
     let instant = ShortSleepsOnly(Duration::MAX);
     assert_eq!(
-        block_on(super::link::within(&instant, Duration::from_secs(1), async { 7 })),
+        block_on(super::link::within(
+            &instant,
+            Duration::from_secs(1),
+            async { 7 }
+        )),
         Some(7)
     );
     let never = std::future::pending::<u8>();
@@ -1121,8 +1134,7 @@ fn notify_link_settles_the_order_through_the_notify_flow() {
         assert_eq!(paid["notified"], true, "{paid}");
         assert_eq!(paid["deliveries"][0]["status"], 200);
         assert_eq!(
-            xml::read(paid["deliveries"][0]["body"].as_str().unwrap().as_bytes()).unwrap()
-                ["return_code"],
+            xml::read(paid["deliveries"][0]["body"].as_str().unwrap().as_bytes()).unwrap()["return_code"],
             "SUCCESS"
         );
         assert_eq!(w.store.order(&order_no).unwrap().status, Status::Paid);
@@ -1138,7 +1150,10 @@ fn notify_link_delivers_only_to_the_notify_route_and_only_when_configured() {
         block_on(link.post_xml("https://shop.example.com/api/wxpay/notify", body.clone())),
         Err(TransportError::Denied)
     );
-    assert_eq!(block_on(link.get(SIM_NOTIFY_URL)), Err(TransportError::Denied));
+    assert_eq!(
+        block_on(link.get(SIM_NOTIFY_URL)),
+        Err(TransportError::Denied)
+    );
     // An unsigned notification reaches the flow, which refuses it (FAIL: WeChat retries).
     let reply = block_on(link.post_xml(SIM_NOTIFY_URL, body.clone())).unwrap();
     assert_eq!(reply.status, 200);
@@ -1163,10 +1178,16 @@ fn simulator_config_carries_the_merchant_only_in_simulator_mode() {
     let hmac: BTreeMap<String, String> =
         [("wxpay_sign_type".to_owned(), "HMAC-SHA256".to_owned())].into();
     let config = SimConfig::load(&hmac).unwrap();
-    assert_eq!(config.merchant, Some(MerchantConfig::simulator(SignType::HmacSha256)));
+    assert_eq!(
+        config.merchant,
+        Some(MerchantConfig::simulator(SignType::HmacSha256))
+    );
     let bad: BTreeMap<String, String> = [("wxpay_sign_type".to_owned(), "SHA1".to_owned())].into();
     let problems = SimConfig::load(&bad).unwrap_err();
-    assert!(problems.to_string().contains("wxpay_sign_type"), "{problems}");
+    assert!(
+        problems.to_string().contains("wxpay_sign_type"),
+        "{problems}"
+    );
     let live: BTreeMap<String, String> = [("wxpay_mode".to_owned(), "live".to_owned())].into();
     assert_eq!(
         SimConfig::load(&live).unwrap(),

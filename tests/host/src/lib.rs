@@ -413,8 +413,7 @@ impl TestApp {
         &self,
         req: http::Request<B>,
     ) -> anyhow::Result<TestResponse> {
-        self.request_from(req, next_client_addr())
-            .await
+        self.request_from(req, next_client_addr()).await
     }
 
     /// Sends a request as if from `client_addr` (what `spin-client-addr` reports).

@@ -47,7 +47,6 @@ use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 
 use crate::app::AppInner;
 
-
 /// Spin's default for each of the connect / first-byte / between-bytes timeouts.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -177,13 +177,22 @@ impl SpinUp {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in variables {
-            cmd.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
+            cmd.env(
+                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                value,
+            );
         }
         let mut child = cmd.spawn().context("spawning spin up")?;
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -206,7 +215,10 @@ impl SpinUp {
                 return Ok(up);
             }
             if started.elapsed() > START_TIMEOUT {
-                bail!("spin up did not listen within {START_TIMEOUT:?}:\n{}", up.output());
+                bail!(
+                    "spin up did not listen within {START_TIMEOUT:?}:\n{}",
+                    up.output()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

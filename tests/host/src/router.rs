@@ -154,7 +154,10 @@ impl RouteMatch {
         // with `_` as `-` (`prepare_header_key`): `:order_no` → `spin-path-match-order-no`.
         for (name, value) in &self.named_wildcards {
             headers.push((
-                format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")),
+                format!(
+                    "spin-path-match-{}",
+                    name.to_ascii_lowercase().replace('_', "-")
+                ),
                 value.clone(),
             ));
         }

@@ -19,7 +19,11 @@ async fn permitted_self_alt_request_fails_like_spin_4_0_2() -> anyhow::Result<()
             == "component fixture: Couldn't handle outbound HTTP request to relative URI; no origin set"),
         "{errors:?}"
     );
-    assert_eq!(app.instances_created("fixture"), Some(1), "only the caller ran");
+    assert_eq!(
+        app.instances_created("fixture"),
+        Some(1),
+        "only the caller ran"
+    );
     Ok(())
 }
 
