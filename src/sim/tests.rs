@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::flows::fakes::{CountingNonce, FakeClock, MemStore, block_on};
 use crate::flows::{
-    HttpReply, LoginFlowConfig, Request, ShopConfig, TransportError, login, notify, orders,
+    HttpReply, LoginFlowConfig, Request, ShopConfig, TransportError, login, orders,
 };
 use crate::money::Fen;
 use crate::order::{Order, Product, Status, product_key};
@@ -38,12 +38,11 @@ impl Sleep for RecordingSleep {
     }
 }
 
-/// The notify route as the simulator's transport: runs the real notify flow on the shared
-/// store, or answers a scripted FAIL the first `fail_first` times.
+/// The notify route as the simulator's transport: the components' [`NotifyLink`] (the real
+/// notify flow on the shared store), or a scripted FAIL the first `fail_first` times, or no
+/// answer at all.
 struct NotifyRoute<'a> {
-    store: &'a MemStore,
-    clock: &'a FakeClock,
-    merchant: MerchantConfig,
+    link: NotifyLink<&'a MemStore, &'a FakeClock>,
     fail_first: Cell<usize>,
     no_answer: Cell<bool>,
     received: RefCell<Vec<(String, String)>>,
@@ -64,12 +63,7 @@ impl Transport for NotifyRoute<'_> {
                 body: crate::v2::notify::fail_reply("busy").into_bytes(),
             });
         }
-        let env = Env::new(self.store, (), self.clock, (), self.merchant.clone());
-        let (response, _) = notify::notify(&env, body.as_bytes()).await;
-        Ok(HttpReply {
-            status: response.status,
-            body: response.body,
-        })
+        self.link.post_xml(url, body).await
     }
 
     async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
@@ -112,9 +106,7 @@ impl World {
         Env::new(
             &self.store,
             NotifyRoute {
-                store: &self.store,
-                clock: &self.clock,
-                merchant: self.merchant(),
+                link: NotifyLink::new(&self.store, &self.clock, Some(self.merchant())),
                 fail_first: Cell::new(0),
                 no_answer: Cell::new(false),
                 received: RefCell::new(Vec::new()),
