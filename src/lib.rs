@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod flows;
+pub mod ledger;
 pub mod money;
 pub mod order;
 pub mod pay_params;

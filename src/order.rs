@@ -14,8 +14,12 @@ use crate::config::Mode;
 use crate::money::Fen;
 use crate::time::beijing_compact;
 
-/// Version of the stored [`Order`] record format.
-pub const ORDER_VERSION: u32 = 1;
+/// Version of the stored [`Order`] record format: 2, the base record of the storage model
+/// (`crate::ledger`: payment, closing, refusal and alerts in their own keys).
+pub const ORDER_VERSION: u32 = 2;
+/// The first format (status, payment and events all in the record), still read: the facts
+/// stored beside it since are applied over it (`crate::ledger::Facts::apply_to`).
+pub const ORDER_VERSION_FIRST: u32 = 1;
 
 /// KV key prefix of order records.
 pub const ORDER_KEY_PREFIX: &str = "order:";
@@ -736,13 +740,13 @@ impl Order {
         // another version is reported as such rather than as bad JSON.
         if let Ok(order) = serde_json::from_slice::<Order>(bytes) {
             return match order.version {
-                ORDER_VERSION => Ok(order),
+                ORDER_VERSION | ORDER_VERSION_FIRST => Ok(order),
                 other => Err(RecordError::UnsupportedVersion(other)),
             };
         }
         let v: VersionOnly =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Json(e.to_string()))?;
-        if v.version != ORDER_VERSION {
+        if v.version != ORDER_VERSION && v.version != ORDER_VERSION_FIRST {
             return Err(RecordError::UnsupportedVersion(v.version));
         }
         serde_json::from_slice(bytes).map_err(|e| RecordError::Json(e.to_string()))
@@ -1282,7 +1286,7 @@ pub(crate) mod tests {
         assert_eq!(
             v,
             json!({
-                "version": 1,
+                "version": 2,
                 "order_no": "20240501160000a1b2c3d4e5f60708",
                 "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
                 "sku": "coffee-L",
@@ -1304,10 +1308,18 @@ pub(crate) mod tests {
     #[test]
     fn record_versions_and_garbage() {
         let mut v = serde_json::to_value(order()).unwrap();
-        v["version"] = json!(2);
+        v["version"] = json!(3);
         assert_eq!(
             Order::from_json(&serde_json::to_vec(&v).unwrap()),
-            Err(RecordError::UnsupportedVersion(2))
+            Err(RecordError::UnsupportedVersion(3))
+        );
+        // The first format still reads.
+        v["version"] = json!(1);
+        assert_eq!(
+            Order::from_json(&serde_json::to_vec(&v).unwrap())
+                .unwrap()
+                .version,
+            1
         );
         assert!(matches!(Order::from_json(b"{}"), Err(RecordError::Json(_))));
         assert!(matches!(

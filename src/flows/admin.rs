@@ -7,7 +7,8 @@ use serde_json::Value;
 use super::wechat::{self, QueryEffect};
 use super::{
     AdminFlowConfig, ApiError, Clock, Env, Nonce, Refusal, Request, Response, Store, Transport,
-    answer, bearer_token, json_request, load_order, load_product, save_order, store_unavailable,
+    answer, bearer_token, json_request, load_order, load_order_with_alerts, load_product,
+    record_learned, store_unavailable,
 };
 use crate::money::Fen;
 use crate::order::{
@@ -281,7 +282,7 @@ async fn get_order_inner<S: Store, T, C, N>(
     if !valid_out_trade_no(order_no) {
         return Err(not_found());
     }
-    match load_order(&env.store, order_no).await? {
+    match load_order_with_alerts(&env.store, order_no).await? {
         Some(order) => Ok(Response::json(200, &order)),
         None => Err(not_found()),
     }
@@ -354,7 +355,7 @@ where
         }
     };
     for key in keys {
-        let Some(order_no) = key.strip_prefix(ORDER_KEY_PREFIX) else {
+        let Some(order_no) = crate::ledger::base_order_no(&key) else {
             continue;
         };
         let now = env.clock.now_unix();
@@ -447,7 +448,7 @@ where
         },
     };
     if order != before
-        && let Err(e) = save_order(&env.store, &order, Some(before.status)).await
+        && let Err(e) = record_learned(&env.store, &before, &order).await
     {
         return Settled::Failed(e.message);
     }

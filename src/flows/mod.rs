@@ -25,7 +25,8 @@ use serde::Serialize;
 use crate::config::{
     AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, SessionConfig, VariableSource,
 };
-use crate::order::{Order, Product, order_key, product_key};
+use crate::ledger::{self, Facts, PaidFact};
+use crate::order::{Order, Product, Status, order_key, product_key};
 use crate::session::{self, Session, SessionError};
 
 pub mod admin;
@@ -574,8 +575,71 @@ pub(crate) fn store_unavailable(e: &StoreError) -> ApiError {
     ApiError::new(503, "store_unavailable", e.to_string())
 }
 
-/// Reads an order record (503 if the store fails, 500 if the record cannot be read).
+/// Reads a stored JSON value (503 if the store fails, 500 if it cannot be read).
+async fn read_json<S: Store, T: serde::de::DeserializeOwned>(
+    store: &S,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(bytes) = store.get(key).await.map_err(|e| store_unavailable(&e))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::new(500, "record_unreadable", format!("{key}: {e}")))
+}
+
+/// Writes a JSON value (503 if the store fails).
+async fn write_json<S: Store, T: Serialize>(
+    store: &S,
+    key: &str,
+    value: &T,
+) -> Result<(), ApiError> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    store
+        .set(key, &bytes)
+        .await
+        .map_err(|e| store_unavailable(&e))
+}
+
+/// Reads an order (docs/RELIABILITY.md "Storage model"): its base record and the facts that
+/// decide its status — the payment, and unless paid, its closing or refusal. Alerts are not
+/// read ([`load_order_with_alerts`]). 503 if the store fails, 500 if a record cannot be read.
 async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>, ApiError> {
+    let Some(base) = read_base(store, order_no).await? else {
+        return Ok(None);
+    };
+    let facts = read_facts(store, order_no, &base).await?;
+    Ok(Some(facts.apply_to(base)))
+}
+
+/// [`load_order`] with every fact, alerts included (the admin view: lists keys).
+async fn load_order_with_alerts<S: Store>(
+    store: &S,
+    order_no: &str,
+) -> Result<Option<Order>, ApiError> {
+    let Some(base) = read_base(store, order_no).await? else {
+        return Ok(None);
+    };
+    let mut facts = read_facts(store, order_no, &base).await?;
+    if facts.paid.is_some() {
+        facts.closed = read_json(store, &ledger::closed_key(order_no)).await?;
+        facts.failed = read_json(store, &ledger::failed_key(order_no)).await?;
+    }
+    let mut keys = store
+        .keys_with_prefix(&ledger::alert_prefix(order_no))
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    keys.sort();
+    for key in keys {
+        if let Some(alert) = read_json(store, &key).await? {
+            facts.alerts.push(alert);
+        }
+    }
+    Ok(Some(facts.apply_to(base)))
+}
+
+async fn read_base<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>, ApiError> {
     let Some(bytes) = store
         .get(&order_key(order_no))
         .await
@@ -588,12 +652,32 @@ async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>
         .map_err(|e| ApiError::new(500, "record_unreadable", format!("order {order_no}: {e}")))
 }
 
-/// Writes an order record; `before` is the status it was loaded with (`None`: a new order).
+/// The payment and, unless paid, the closing and refusal.
+async fn read_facts<S: Store>(store: &S, order_no: &str, base: &Order) -> Result<Facts, ApiError> {
+    let paid: Option<PaidFact> = read_json(store, &ledger::paid_key(order_no)).await?;
+    let settled = paid.is_some() || base.status == Status::Paid;
+    let (closed, failed) = if settled {
+        (None, None)
+    } else {
+        (
+            read_json(store, &ledger::closed_key(order_no)).await?,
+            read_json(store, &ledger::failed_key(order_no)).await?,
+        )
+    };
+    Ok(Facts {
+        paid,
+        closed,
+        failed,
+        alerts: Vec::new(),
+    })
+}
+
+/// Writes an order's base record: only the creating request does (new, then with its prepay).
 /// A status change is logged ([`log::state_change`]) once the write returned.
-async fn save_order<S: Store>(
+async fn save_base<S: Store>(
     store: &S,
     order: &Order,
-    before: Option<crate::order::Status>,
+    before: Option<Status>,
 ) -> Result<(), ApiError> {
     let bytes = order
         .to_json()
@@ -604,6 +688,35 @@ async fn save_order<S: Store>(
         .map_err(|e| store_unavailable(&e))?;
     if before != Some(order.status) {
         log::state_change(&order.order_no, before, order.status);
+    }
+    Ok(())
+}
+
+/// Stores what a handler learned about an order (`after`, from `before` as it was loaded) as
+/// facts, each in its own key ([`Facts::learned`]): the payment first, then a closing or
+/// refusal, then alerts. Never rewrites what it read. A status change is logged once the
+/// writes returned.
+async fn record_learned<S: Store>(
+    store: &S,
+    before: &Order,
+    after: &Order,
+) -> Result<(), ApiError> {
+    let facts = Facts::learned(before, after);
+    let order_no = &after.order_no;
+    if let Some(paid) = &facts.paid {
+        write_json(store, &ledger::paid_key(order_no), paid).await?;
+    }
+    if let Some(closed) = &facts.closed {
+        write_json(store, &ledger::closed_key(order_no), closed).await?;
+    }
+    if let Some(failed) = &facts.failed {
+        write_json(store, &ledger::failed_key(order_no), failed).await?;
+    }
+    for alert in &facts.alerts {
+        write_json(store, &alert.key(order_no), alert).await?;
+    }
+    if before.status != after.status {
+        log::state_change(order_no, Some(before.status), after.status);
     }
     Ok(())
 }

@@ -4,9 +4,10 @@
 //! from its `time_end`), so concurrent deliveries of the same notification write identical
 //! bytes; SUCCESS is answered only after the write returned; a duplicate writes nothing.
 
-use super::{Clock, Env, Refusal, Response, Store, load_order, save_order};
+use super::{Clock, Env, Refusal, Response, Store, load_order, record_learned, write_json};
 use crate::config::MerchantConfig;
-use crate::order::{Event, NotifyResult, Order, Trigger, valid_out_trade_no};
+use crate::ledger::AlertFact;
+use crate::order::{Trigger, valid_out_trade_no};
 use crate::time::{parse_beijing_compact, rfc3339};
 use crate::v2::notify::{
     Notification, NotifyError, SUCCESS_REPLY, Verdict, fail_reply, judge, parse,
@@ -161,7 +162,7 @@ where
                 return unknown_order(&order_no);
             };
             let at = event_time(&n, env.clock.now_unix());
-            let before = order.status;
+            let before = order.clone();
             let trigger = Trigger::PaymentConfirmed {
                 transaction_id: trade.transaction_id.clone(),
             };
@@ -173,8 +174,7 @@ where
                     },
                 );
             }
-            order.record_notify(&at, &trade.transaction_id, NotifyResult::Applied, None);
-            match save_order(&env.store, &order, Some(before)).await {
+            match record_learned(&env.store, &before, &order).await {
                 Ok(()) => (
                     success(),
                     NotifyOutcome::Applied {
@@ -189,47 +189,43 @@ where
             }
         }
         Verdict::Alert(reason) => {
-            let Some(mut order) = order else {
+            if order.is_none() {
                 return unknown_order(&order_no);
-            };
-            let tid = n.transaction_id();
-            if already_alerted(&order, tid, &reason) {
-                return (
-                    success(),
-                    NotifyOutcome::Alerted {
-                        order_no,
-                        reason,
-                        recorded: false,
-                    },
-                );
             }
-            let at = event_time(&n, env.clock.now_unix());
-            order.record_alert(&at, reason.clone());
-            order.record_notify(&at, tid, NotifyResult::Rejected, Some(reason.clone()));
-            match save_order(&env.store, &order, Some(order.status)).await {
-                Ok(()) => (
-                    success(),
-                    NotifyOutcome::Alerted {
-                        order_no,
-                        reason,
-                        recorded: true,
-                    },
-                ),
-                Err(e) => (
+            // Its own key, named by what it says: a repeated notification finds it there.
+            let alert = AlertFact {
+                at: event_time(&n, env.clock.now_unix()),
+                reason: reason.clone(),
+                transaction_id: Some(n.transaction_id().to_owned()),
+            };
+            let key = alert.key(&order_no);
+            let known = match env.store.get(&key).await {
+                Ok(known) => known.is_some(),
+                Err(e) => {
+                    return (
+                        fail("temporarily unavailable"),
+                        NotifyOutcome::Failed {
+                            reason: e.to_string(),
+                        },
+                    );
+                }
+            };
+            if !known && let Err(e) = write_json(&env.store, &key, &alert).await {
+                return (
                     fail("temporarily unavailable"),
                     NotifyOutcome::Failed { reason: e.message },
-                ),
+                );
             }
+            (
+                success(),
+                NotifyOutcome::Alerted {
+                    order_no,
+                    reason,
+                    recorded: !known,
+                },
+            )
         }
     }
-}
-
-/// Whether this notification's rejection is already recorded (same transaction, same reason).
-fn already_alerted(order: &Order, transaction_id: &str, reason: &str) -> bool {
-    order.events.iter().any(|e| {
-        matches!(e, Event::Notify { transaction_id: t, result: NotifyResult::Rejected, reason: Some(r), .. }
-            if t == transaction_id && r == reason)
-    })
 }
 
 /// `judge` only applies or alerts for a known order; kept total rather than panicking.

@@ -6,8 +6,9 @@ use serde_json::Value;
 use super::wechat::{self, CallError};
 use super::{
     ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
-    authenticate, fresh_nonce, json_request, load_product, owned_order, save_order,
+    authenticate, fresh_nonce, json_request, load_product, owned_order, record_learned, save_base,
 };
+use crate::ledger;
 use crate::order::{
     MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Status, Trigger, new_order_no,
     valid_sku,
@@ -297,7 +298,7 @@ where
 
     // Stored CREATED before WeChat hears of it: a crash after the call leaves a record that
     // reconcile can settle.
-    save_order(&env.store, &order, None).await?;
+    save_base(&env.store, &order, None).await?;
 
     match unified_order(&env.transport, &env.clock, &env.config, &unified).await {
         UnifiedOutcome::Prepay(prepay_id) => {
@@ -308,7 +309,7 @@ where
             let _ = order
                 .apply(trigger, &rfc3339(now))
                 .map_err(|e| ApiError::new(502, "wechat_reply_untrusted", e.to_string()))?;
-            save_order(&env.store, &order, Some(Status::Created)).await?;
+            save_base(&env.store, &order, Some(Status::Created)).await?;
             let params = pay_params(
                 &merchant.appid,
                 &prepay_id,
@@ -327,10 +328,11 @@ where
         }
         UnifiedOutcome::Refused { reason, message } => {
             let trigger = Trigger::RefusedByWechat { err_code: reason };
+            let before = order.clone();
             if order.apply(trigger, &rfc3339(now)).is_ok() {
                 // Best effort: if this write fails the order stays CREATED and reconcile
                 // closes it (WeChat never created it).
-                let _ = save_order(&env.store, &order, Some(Status::Created)).await;
+                let _ = record_learned(&env.store, &before, &order).await;
             }
             Err(ApiError::new(502, "wechat_refused", message))
         }
@@ -399,29 +401,28 @@ where
     let now = env.clock.now_unix();
     let session = authenticate(request, &env.config.session, now)?;
     let mut order = owned_order(&env.store, order_no, &session).await?;
+    if order.status == Status::AwaitingPayment {
+        // The throttle is a hint in its own key: recording a check never touches a fact.
+        let checked = ledger::checked_key(order_no);
+        order.last_checked_at = env
+            .store
+            .get(&checked)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
+    }
     if order.query_due(now) {
         let merchant = &env.config.merchant;
         if let Ok(reply) = wechat::query(&env.transport, &env.nonce, merchant, order_no).await {
             let loaded = order.clone();
-            let effect = wechat::apply_query(&mut order, &reply, now);
-            order.last_checked_at = Some(now);
-            let moved = matches!(
-                effect,
-                wechat::QueryEffect::Paid | wechat::QueryEffect::Closed
-            );
-            // Without compare-and-swap, a write that only records the check must not clobber
-            // a concurrent notification: re-read and write only if the order still awaits
-            // payment. (A move to PAID/CLOSED is WeChat's word and is written regardless.)
-            // A move another request already stored (a notification) is not written again.
-            let write = match super::load_order(&env.store, order_no).await {
-                Ok(Some(current)) if moved => current.status != order.status,
-                Ok(Some(current)) => current == loaded,
-                _ => moved,
-            };
-            if write {
-                // A failed write still answers what WeChat said; the next GET asks again.
-                let _ = save_order(&env.store, &order, Some(loaded.status)).await;
-            }
+            wechat::apply_query(&mut order, &reply, now);
+            // A failed write still answers what WeChat said; the next GET asks again.
+            let _ = record_learned(&env.store, &loaded, &order).await;
+            let _ = env
+                .store
+                .set(&ledger::checked_key(order_no), now.to_string().as_bytes())
+                .await;
         }
     }
     Ok(Response::json(200, &order.view()))

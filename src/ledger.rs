@@ -1,0 +1,219 @@
+//! The storage model (docs/RELIABILITY.md "Storage model"): every fact WeChat confirms about an
+//! order lives in its own key, written at most once in content and never rewritten by a
+//! handler that merely looked at it. The order's status and events are derived on read.
+//!
+//! Spin's key-value store has get / set / delete / get_keys only: no transaction, no
+//! compare-and-swap, and several instances share it. A handler that read a record, decided,
+//! and wrote the whole record back could put back what it read over a fact another handler
+//! stored in between (a status poll reverting a notification's PAID). Here nothing is ever
+//! written back:
+//!
+//! | key | fact | written by | content |
+//! |---|---|---|---|
+//! | `order:{no}` | the order as created, with its prepay (the base record, [`Order`]) | the creating request only | — |
+//! | `order:{no}:paid` | WeChat says it is paid ([`PaidFact`]) | notification, status poll, reconcile, whichever sees it first | transaction id and WeChat's `time_end`: the same bytes from every source |
+//! | `order:{no}:closed` | WeChat closed it / it can no longer be paid ([`EndFact`]) | status poll, reconcile | reason and time of the first writer |
+//! | `order:{no}:failed` | WeChat refused the unified order ([`EndFact`]) | the creating request | the refusal |
+//! | `order:{no}:alert:{id}` | something a person must look at ([`AlertFact`]) | notification, poll, reconcile | `{id}` is a digest of the reason (and transaction): writing it twice writes one alert |
+//! | `order:{no}:checked` | when WeChat was last asked (a throttle hint, not a fact) | status poll | Unix seconds |
+//!
+//! A base record of the first format (version 1: status, payment and events in one record)
+//! still reads correctly: it is the base, and the facts are applied over it
+//! ([`Facts::apply_to`]).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::order::{Event, NotifyResult, Order, Status, Trigger, order_key};
+
+/// `order:{no}:paid`.
+pub fn paid_key(order_no: &str) -> String {
+    format!("{}:paid", order_key(order_no))
+}
+
+/// `order:{no}:closed`.
+pub fn closed_key(order_no: &str) -> String {
+    format!("{}:closed", order_key(order_no))
+}
+
+/// `order:{no}:failed`.
+pub fn failed_key(order_no: &str) -> String {
+    format!("{}:failed", order_key(order_no))
+}
+
+/// `order:{no}:checked`.
+pub fn checked_key(order_no: &str) -> String {
+    format!("{}:checked", order_key(order_no))
+}
+
+/// `order:{no}:alert:` — the prefix of the order's alerts.
+pub fn alert_prefix(order_no: &str) -> String {
+    format!("{}:alert:", order_key(order_no))
+}
+
+/// The order number of a base record's key (`order:{no}`), `None` for a fact's key
+/// (`order:{no}:…`; order numbers have no `:`).
+pub fn base_order_no(key: &str) -> Option<&str> {
+    key.strip_prefix(crate::order::ORDER_KEY_PREFIX)
+        .filter(|no| !no.contains(':'))
+}
+
+/// WeChat confirmed the payment: derived from the confirmation alone (no source, no time of
+/// writing), so the notification, a status poll and reconcile write identical bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidFact {
+    pub transaction_id: String,
+    /// RFC 3339, from WeChat's `time_end`.
+    pub paid_at: String,
+}
+
+/// The order can no longer be paid: closed (at WeChat, or never created there) or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndFact {
+    /// RFC 3339.
+    pub at: String,
+    pub reason: String,
+}
+
+/// Something a person must look at (an amount mismatch, a conflicting payment, a payment after
+/// close, a rejected notification).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertFact {
+    /// RFC 3339.
+    pub at: String,
+    pub reason: String,
+    /// The notification's or orderquery's transaction, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+}
+
+impl AlertFact {
+    /// `order:{no}:alert:{id}`, `{id}` a digest of what the alert says (not of when): the same
+    /// alert from two handlers is one key.
+    pub fn key(&self, order_no: &str) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.reason.as_bytes());
+        digest.update([0]);
+        digest.update(self.transaction_id.as_deref().unwrap_or("").as_bytes());
+        let id = hex::encode(&digest.finalize()[..8]);
+        format!("{}{id}", alert_prefix(order_no))
+    }
+}
+
+/// The facts stored beside a base record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub paid: Option<PaidFact>,
+    pub closed: Option<EndFact>,
+    pub failed: Option<EndFact>,
+    /// Loaded only where they are shown (the admin view).
+    pub alerts: Vec<AlertFact>,
+}
+
+impl Facts {
+    /// The order as the base and these facts make it: refusal, then closing, then payment (a
+    /// payment overrides a closed or failed order: WeChat's word; an alert says so), each
+    /// dated by its fact, so every reader derives the same status and events, and a paid
+    /// order has exactly one `PAID` status event.
+    pub fn apply_to(&self, mut order: Order) -> Order {
+        if let Some(failed) = &self.failed {
+            let trigger = Trigger::RefusedByWechat {
+                err_code: failed.reason.clone(),
+            };
+            let _ = order.apply(trigger, &failed.at);
+        }
+        if let Some(closed) = &self.closed {
+            let trigger = Trigger::ClosedAtWechat {
+                reason: closed.reason.clone(),
+            };
+            let _ = order.apply(trigger, &closed.at);
+        }
+        if let Some(paid) = &self.paid {
+            let trigger = Trigger::PaymentConfirmed {
+                transaction_id: paid.transaction_id.clone(),
+            };
+            match order.apply(trigger, &paid.paid_at) {
+                Ok(_) => {}
+                // A first-format record that is already paid by this transaction.
+                Err(e)
+                    if !matches!(e, crate::order::TransitionError::ConflictingPayment { .. }) => {}
+                Err(e) => order.record_alert(&paid.paid_at, e.to_string()),
+            }
+        }
+        for alert in &self.alerts {
+            if let Some(tid) = &alert.transaction_id {
+                order.record_notify(
+                    &alert.at,
+                    tid,
+                    NotifyResult::Rejected,
+                    Some(alert.reason.clone()),
+                );
+            }
+            order.record_alert(&alert.at, alert.reason.clone());
+        }
+        order.events.sort_by(|a, b| a.at().cmp(b.at()));
+        order
+    }
+
+    /// What `after` knows beyond `before` (both derived views of one order), as facts to store:
+    /// a move to PAID, CLOSED or FAILED, and the alerts added. Status events are not stored
+    /// (they are derived from the facts).
+    pub fn learned(before: &Order, after: &Order) -> Facts {
+        let moved_to = |status: Status| after.status == status && before.status != status;
+        let last_status_event = || {
+            after.events.iter().rev().find_map(|e| match e {
+                Event::Status { at, to, reason, .. } if *to == after.status => Some(EndFact {
+                    at: at.clone(),
+                    reason: reason.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            })
+        };
+        let paid = match (&after.transaction_id, &after.paid_at) {
+            (Some(transaction_id), Some(paid_at)) if moved_to(Status::Paid) => Some(PaidFact {
+                transaction_id: transaction_id.clone(),
+                paid_at: paid_at.clone(),
+            }),
+            _ => None,
+        };
+        let closed = moved_to(Status::Closed).then(last_status_event).flatten();
+        let failed = moved_to(Status::Failed).then(last_status_event).flatten();
+        let mut alerts = Vec::new();
+        let new_events = after.events.get(before.events.len()..).unwrap_or(&[]);
+        for (i, event) in new_events.iter().enumerate() {
+            let Event::Alert { at, reason } = event else {
+                continue;
+            };
+            // A rejected notification is recorded with its alert: keep its transaction.
+            let transaction_id = new_events.get(i + 1).and_then(|next| match next {
+                Event::Notify {
+                    transaction_id,
+                    result: NotifyResult::Rejected,
+                    reason: Some(r),
+                    ..
+                } if r == reason => Some(transaction_id.clone()),
+                _ => None,
+            });
+            // An alert derived from the facts (a payment after close) is not a new fact.
+            if paid.is_some() && reason.starts_with("WeChat confirmed payment") {
+                continue;
+            }
+            alerts.push(AlertFact {
+                at: at.clone(),
+                reason: reason.clone(),
+                transaction_id,
+            });
+        }
+        Facts {
+            paid,
+            closed,
+            failed,
+            alerts,
+        }
+    }
+
+    /// Whether there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self == &Facts::default()
+    }
+}
