@@ -112,8 +112,8 @@ pub struct Facts {
 
 impl Facts {
     /// The order as the base and these facts make it: refusal, then closing, then payment (a
-    /// payment overrides a closed or failed order: WeChat's word; an alert says so), each
-    /// dated by its fact, so every reader derives the same status and events, and a paid
+    /// payment overrides a closed or failed order: WeChat's word; an alert says so), then the
+    /// alerts, each event dated by its fact, so every reader derives the same status and events, and a paid
     /// order has exactly one `PAID` status event.
     pub fn apply_to(&self, mut order: Order) -> Order {
         if let Some(failed) = &self.failed {
@@ -151,7 +151,8 @@ impl Facts {
             }
             order.record_alert(&alert.at, alert.reason.clone());
         }
-        order.events.sort_by(|a, b| a.at().cmp(b.at()));
+        // In the order of the facts (not sorted by time: WeChat's `time_end` and our clock
+        // need not agree).
         order
     }
 

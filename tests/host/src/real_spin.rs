@@ -65,9 +65,13 @@ pub fn find_spin() -> Result<PathBuf, String> {
     }
 }
 
-/// The repository root (the workspace of this crate).
+/// The repository root (the workspace of this crate). Cargo's run-time `CARGO_MANIFEST_DIR`
+/// first: a test binary built in another clone that shares the target directory (CI's) has
+/// that clone's path compiled in.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../..")
 }
 
 /// `spin build -f <manifest>`, once per manifest in this process (concurrent callers wait).

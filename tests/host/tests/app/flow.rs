@@ -172,18 +172,23 @@ async fn lost_notification_polling_finds_paid() {
     // Paid at WeChat; the notification never arrives. The query is throttled (5 s per order):
     // pretend the last check was long ago rather than sleeping.
     let _ = w.wechat.pay(&order_no, SignType::Md5);
-    let mut record = w.stored_json(&order_no);
-    record["last_checked_at"] = json!(1_000_000_000u64);
     w.app
         .kv("default")
-        .set(&format!("order:{order_no}"), record.to_string());
+        .delete(&format!("order:{order_no}:checked"));
 
     let res = w.get_order(&token, &order_no).await;
     let view: Value = res.json().unwrap();
     assert_eq!(view["status"], "PAID", "{view}");
     let (tid, _) = w.wechat.trade(&order_no).unwrap().paid.unwrap();
     assert_eq!(view["transaction_id"], tid);
-    assert_eq!(w.stored_json(&order_no)["status"], "PAID");
+    // The payment is its own fact; the base record was never rewritten.
+    let paid: Value = w
+        .app
+        .kv("default")
+        .get_json(&format!("order:{order_no}:paid"))
+        .expect("payment stored");
+    assert_eq!(paid["transaction_id"], tid);
+    assert_eq!(w.stored_json(&order_no)["status"], "AWAITING_PAYMENT");
 
     // The late notification is then a duplicate: SUCCESS, nothing written.
     let before = w.stored(&order_no);

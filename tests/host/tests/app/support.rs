@@ -565,16 +565,26 @@ impl World {
         res.json().unwrap()
     }
 
-    /// The stored record's bytes.
-    pub fn stored(&self, order_no: &str) -> Vec<u8> {
-        self.app
-            .kv("default")
-            .get(&format!("order:{order_no}"))
-            .expect("order stored")
+    /// Every key stored for the order (its base record and its facts) with its bytes, but the
+    /// poll's throttle hint.
+    pub fn stored(&self, order_no: &str) -> BTreeMap<String, Vec<u8>> {
+        let base = format!("order:{order_no}");
+        let snapshot = self.app.kv("default").snapshot();
+        assert!(snapshot.contains_key(&base), "order {order_no} not stored");
+        snapshot
+            .into_iter()
+            .filter(|(k, _)| {
+                (k == &base || k.starts_with(&format!("{base}:"))) && !k.ends_with(":checked")
+            })
+            .collect()
     }
 
+    /// The order's base record (as created, with its prepay).
     pub fn stored_json(&self, order_no: &str) -> Value {
-        serde_json::from_slice(&self.stored(order_no)).unwrap()
+        self.app
+            .kv("default")
+            .get_json(&format!("order:{order_no}"))
+            .expect("order stored")
     }
 
     /// Nothing secret in anything the components printed: keys, secrets, tokens, session_key,

@@ -21,7 +21,7 @@ pub fn fixture() -> TestAppBuilder {
 
 /// The fixture manifest's text and directory, for variations of it.
 pub fn fixture_manifest() -> (String, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixture");
+    let dir = spin_test_host::real_spin::workspace_root().join("tests/fixture");
     let text = std::fs::read_to_string(dir.join("spin.toml")).expect("fixture spin.toml");
     (text, dir)
 }
