@@ -203,8 +203,9 @@ impl Problems {
     }
 }
 
-/// A non-secret value for a message: debug-quoted, shortened.
-fn quote(value: &str) -> String {
+/// A non-secret value for a message: debug-quoted, at most [`MAX_QUOTED`] (64) characters —
+/// also how every error message echoes client input.
+pub(crate) fn quote(value: &str) -> String {
     match value.char_indices().nth(MAX_QUOTED) {
         Some((cut, _)) => format!("{:?}…", &value[..cut]),
         None => format!("{value:?}"),
@@ -261,17 +262,57 @@ impl FromStr for Mode {
     }
 }
 
+/// The variables that only a live deployment sets: in simulator mode any of them set means a
+/// deployment meant to be live is running the simulator (no request reaches WeChat, no real
+/// payment happens), which is a problem, not a silent choice.
+pub const LIVE_CREDENTIALS: &[&str] = &[
+    WX_APPID,
+    WX_APP_SECRET,
+    WXPAY_MCH_ID,
+    WXPAY_API_KEY,
+    WXPAY_NOTIFY_URL,
+];
+
 /// Reads the mode. A bad value is a problem; the rest of the section is then checked with the
 /// simulator rules (the result is an error anyway, and guessing "live" would bury the one real
-/// problem under a list of missing credentials).
+/// problem under a list of missing credentials). An empty value is a problem too (it never
+/// means the simulator: spin.toml states `simulator` as its default); an undeclared one (a
+/// native caller's empty source) is the simulator. Simulator mode with a live credential set
+/// is a problem naming the credentials (never their values).
 fn load_mode<S: VariableSource + ?Sized>(source: &S, problems: &mut Problems) -> Mode {
-    match read(source, WXPAY_MODE) {
+    let mode = match source.get(WXPAY_MODE) {
         None => Mode::Simulator,
+        Some(v) if v.trim().is_empty() => {
+            problems.push(ConfigProblem::new(
+                WXPAY_MODE,
+                "is empty: set it to \"simulator\" or \"live\"",
+            ));
+            Mode::Simulator
+        }
         Some(v) => v.parse().unwrap_or_else(|e: UnknownMode| {
             problems.push(ConfigProblem::new(WXPAY_MODE, e.to_string()));
             Mode::Simulator
         }),
+    };
+    if mode == Mode::Simulator {
+        let set: Vec<&str> = LIVE_CREDENTIALS
+            .iter()
+            .copied()
+            .filter(|name| read(source, name).is_some())
+            .collect();
+        if !set.is_empty() {
+            problems.push(ConfigProblem::new(
+                WXPAY_MODE,
+                format!(
+                    "is \"simulator\" while live credentials are set ({}): the simulator would \
+                     answer for WeChat and no real payment would happen; set wxpay_mode=live, or \
+                     unset them",
+                    set.join(", ")
+                ),
+            ));
+        }
     }
+    mode
 }
 
 // ---- URL checks (no URL crate in the core; only what these settings need) ---------------------
@@ -385,6 +426,14 @@ fn parse_http_url(value: &str) -> Result<HttpUrl<'_>, String> {
 /// because the same value is templated into `allowed_outbound_hosts`.
 fn check_origin(value: &str) -> Result<String, String> {
     let url = parse_http_url(value)?;
+    // Plain http would carry signed payment traffic in the clear: only to a test double on
+    // this machine.
+    if url.scheme == Scheme::Http && !is_loopback(url.authority) {
+        return Err(format!(
+            "must be https in live mode (plain http only to a loopback address), got {}",
+            quote(value)
+        ));
+    }
     match url.rest {
         "" | "/" => Ok(value.trim_end_matches('/').to_owned()),
         _ => Err(format!(
@@ -392,6 +441,18 @@ fn check_origin(value: &str) -> Result<String, String> {
             quote(value)
         )),
     }
+}
+
+/// Whether `host[:port]` names this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The live notify URL: https, absolute, no query string or fragment, at most 256 bytes.
@@ -921,11 +982,7 @@ mod tests {
 
     #[test]
     fn empty_strings_are_unset() {
-        let src = vars(&[
-            (WXPAY_MODE, ""),
-            (WXPAY_SIGN_TYPE, ""),
-            (SESSION_SECRET, ""),
-        ]);
+        let src = vars(&[(WXPAY_SIGN_TYPE, ""), (SESSION_SECRET, "")]);
         assert_eq!(Mode::load(&src), Ok(Mode::Simulator));
         assert_eq!(MerchantConfig::load(&src).unwrap().sign_type, SignType::Md5);
         assert_eq!(
@@ -937,27 +994,45 @@ mod tests {
     }
 
     #[test]
-    fn simulator_ignores_live_variables() {
-        // Garbage in every live variable does not matter in simulator mode.
-        let mut src = BTreeMap::new();
-        for name in [
-            WX_APPID,
-            WX_APP_SECRET,
-            WXPAY_MCH_ID,
-            WXPAY_API_KEY,
-            WXPAY_NOTIFY_URL,
-            WXPAY_MCH_API,
-            WX_API,
-        ] {
-            src.insert(name.to_owned(), "not valid at all ?".to_owned());
+    fn an_empty_mode_is_a_problem_not_the_simulator() {
+        for empty in ["", " "] {
+            let src = vars(&[(WXPAY_MODE, empty)]);
+            let p = problems(Mode::load(&src));
+            assert_eq!(p.0[0].variable, WXPAY_MODE);
+            assert!(p.0[0].problem.contains("is empty"), "{p}");
+            assert!(MerchantConfig::load(&src).is_err());
+            assert!(LoginConfig::load(&src).is_err());
+            assert!(!check_all(&src).is_empty());
         }
-        let src = with(src, WXPAY_MODE, "simulator");
-        assert_eq!(
-            MerchantConfig::load(&src).unwrap(),
-            MerchantConfig::simulator(SignType::Md5)
-        );
-        assert_eq!(LoginConfig::load(&src).unwrap(), LoginConfig::simulator());
-        assert!(check_all(&src).is_empty());
+    }
+
+    #[test]
+    fn simulator_mode_with_live_credentials_is_a_problem() {
+        for name in LIVE_CREDENTIALS {
+            let src = vars(&[(WXPAY_MODE, "simulator"), (name, "some-live-value-9f8e7d")]);
+            let p = problems(Mode::load(&src));
+            assert_eq!(p.0.len(), 1, "{p}");
+            assert_eq!(p.0[0].variable, WXPAY_MODE);
+            assert!(p.0[0].problem.contains(name), "{p}");
+            assert!(!p.to_string().contains("some-live-value-9f8e7d"), "{p}");
+            // Every section refuses to run: the routes answer config_error.
+            assert!(MerchantConfig::load(&src).is_err());
+            assert!(LoginConfig::load(&src).is_err());
+            assert!(SessionConfig::load(&src).is_err());
+        }
+        // The same credentials in live mode are what live mode needs.
+        assert!(MerchantConfig::load(&live()).is_ok());
+        // Origins, a session secret and an admin token are not live credentials.
+        let src = vars(&[
+            (WXPAY_MCH_API, "https://api.mch.weixin.qq.com"),
+            (WX_API, "https://api.weixin.qq.com"),
+            (
+                SESSION_SECRET,
+                "a session secret of at least thirty-two bytes",
+            ),
+            (ADMIN_TOKEN, "an-admin-token-of-some-length"),
+        ]);
+        assert!(check_all(&src).is_empty(), "{:?}", check_all(&src));
     }
 
     #[test]
@@ -1168,6 +1243,10 @@ mod tests {
             "https://",
             "https://[::1",
             "https://a.b:0",
+            // Plain http leaves the machine: refused in live mode.
+            "http://api.mch.weixin.qq.com",
+            "http://10.0.0.7:8080",
+            "http://127.example.com",
         ] {
             let p = problems(MerchantConfig::load(&with(live(), WXPAY_MCH_API, bad)));
             assert_eq!(p.0.len(), 1, "{bad}");
@@ -1175,6 +1254,27 @@ mod tests {
             let p = problems(LoginConfig::load(&with(live(), WX_API, bad)));
             assert_eq!(p.0[0].variable, WX_API);
         }
+    }
+
+    #[test]
+    fn plain_http_origins_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:9",
+            "http://[::1]:8080",
+            "https://api.mch.weixin.qq.com",
+        ] {
+            let m = MerchantConfig::load(&with(live(), WXPAY_MCH_API, ok)).unwrap();
+            assert_eq!(m.mch_api, ok);
+            assert!(LoginConfig::load(&with(live(), WX_API, ok)).is_ok(), "{ok}");
+        }
+        let p = problems(MerchantConfig::load(&with(
+            live(),
+            WXPAY_MCH_API,
+            "http://api.mch.weixin.qq.com",
+        )));
+        assert!(p.0[0].problem.contains("must be https"), "{p}");
     }
 
     #[test]

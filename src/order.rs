@@ -501,6 +501,11 @@ pub struct Order {
     /// Echoed by WeChat in the notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach: Option<String>,
+    /// The signature type the unified order was made with, which WeChat uses for the order's
+    /// notification (`None` in records made before it was recorded: the configured type is
+    /// used for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_type: Option<crate::v2::sign::SignType>,
     /// Unix seconds of the last orderquery (throttles `GET /api/orders/{no}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_at: Option<u64>,
@@ -596,6 +601,7 @@ impl Order {
             created_at: new.created_at,
             mode: new.mode,
             attach,
+            sign_type: None,
             last_checked_at: None,
             events: Vec::new(),
         })
@@ -767,6 +773,8 @@ pub struct OrderView {
     pub paid_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
+    /// `simulator` or `live`: a simulated payment is never mistaken for a real one.
+    pub mode: Mode,
 }
 
 impl From<&Order> for OrderView {
@@ -781,6 +789,7 @@ impl From<&Order> for OrderView {
             created_at: o.created_at.clone(),
             paid_at: o.paid_at.clone(),
             transaction_id: o.transaction_id.clone(),
+            mode: o.mode,
         }
     }
 }
@@ -1345,6 +1354,7 @@ pub(crate) mod tests {
                 "sku": "coffee-L",
                 "quantity": 3,
                 "total_fee": 5970,
+                "mode": "simulator",
                 "description": "Large coffee",
                 "created_at": "2024-05-01T07:59:00Z",
             })

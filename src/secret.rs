@@ -17,10 +17,15 @@ impl Secret {
         &self.0
     }
 
-    /// Constant-time equality with a presented value (e.g. an admin bearer token).
+    /// Constant-time equality with a presented value (e.g. an admin bearer token). The SHA-256
+    /// digests of both are compared, not the values: a byte compare stops at once on a length
+    /// difference, which would tell a caller the secret's length by timing.
     pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
         use subtle::ConstantTimeEq;
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        let ours = Sha256::digest(self.0.as_bytes());
+        let theirs = Sha256::digest(presented.as_bytes());
+        ours.as_slice().ct_eq(theirs.as_slice()).into()
     }
 }
 

@@ -610,11 +610,19 @@ async fn read_request(
 
 // ---- Responses ----------------------------------------------------------------------------------
 
+/// The header every response carries in simulator mode, so that no client, proxy or log
+/// mistakes a simulated payment for a real one.
+pub const MODE_HEADER: &str = "x-wxpay-mode";
+
 /// A flow's [`Response`] as a `wasi:http` response. `Cache-Control: no-store` on everything:
-/// the answers carry session tokens, pay signatures and order state.
-pub fn into_http(response: Response) -> Result<HttpResponse, ErrorCode> {
+/// the answers carry session tokens, pay signatures and order state. In simulator mode
+/// ([`MODE_HEADER`]: `simulator`).
+pub fn into_http(response: Response, simulator: bool) -> Result<HttpResponse, ErrorCode> {
     let refused = |what: &str| ErrorCode::InternalError(Some(format!("response {what} refused")));
     let mut fields = vec![("cache-control".to_owned(), b"no-store".to_vec())];
+    if simulator {
+        fields.push((MODE_HEADER.to_owned(), b"simulator".to_vec()));
+    }
     fields.extend(body_fields(Some(response.content_type), &response.body));
     let headers = Fields::from_list(&fields).map_err(|_| refused("headers"))?;
     let (contents, trailers) = outgoing_body(response.body);
@@ -811,11 +819,13 @@ where
     let route = field(&headers, "spin-matched-route")
         .unwrap_or("?")
         .to_owned();
+    let mut simulator = false;
     let answer: Answer = match read_request(req, method.clone(), headers).await {
         Err(refused) => refuse(refused).into(),
         Ok(incoming) => match variables().await {
             Err(problems) => refuse(Refusal::Config(problems)).into(),
             Ok(vars) => {
+                simulator = Mode::load(vars) == Ok(Mode::Simulator);
                 warn_if_simulated(component, vars);
                 handler(&incoming, vars).await.into()
             }
@@ -829,5 +839,5 @@ where
         &answer,
         started.elapsed(),
     );
-    into_http(answer.response)
+    into_http(answer.response, simulator)
 }

@@ -5,10 +5,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::wechat::{self, QueryEffect};
+use crate::config::quote;
+
 use super::{
     AdminFlowConfig, ApiError, Clock, Env, Nonce, Refusal, Request, Response, Store, Transport,
     answer, bearer_token, json_request, load_order, load_order_with_alerts, load_product,
-    record_learned, store_unavailable,
+    record_learned, same_mode, store_unavailable,
 };
 use crate::money::Fen;
 use crate::order::{
@@ -36,7 +38,7 @@ fn authorize(request: &Request, config: &AdminFlowConfig) -> Result<(), ApiError
 }
 
 fn unknown_sku(sku: &str) -> ApiError {
-    ApiError::new(404, "unknown_sku", format!("no product {sku:?}"))
+    ApiError::new(404, "unknown_sku", format!("no product {}", quote(sku)))
 }
 
 fn product_error(e: ProductError) -> ApiError {
@@ -99,7 +101,7 @@ where
             "POST" => reconcile(env, request).await,
             _ => method_not_allowed(),
         },
-        _ => Response::error(404, "not_found", format!("no admin route {path}")),
+        _ => Response::error(404, "not_found", format!("no admin route {}", quote(&path))),
     }
 }
 
@@ -283,7 +285,10 @@ async fn get_order_inner<S: Store, T, C, N>(
         return Err(not_found());
     }
     match load_order_with_alerts(&env.store, order_no).await? {
-        Some(order) => Ok(Response::json(200, &order)),
+        Some(order) => {
+            same_mode(&order, env.config.merchant.mode)?;
+            Ok(Response::json(200, &order))
+        }
         None => Err(not_found()),
     }
 }
@@ -368,6 +373,10 @@ where
             }
         };
         if !is_candidate(&order, now) {
+            continue;
+        }
+        if let Err(e) = same_mode(&order, env.config.merchant.mode) {
+            fail(&mut report, e.message);
             continue;
         }
         report.checked += 1;

@@ -127,6 +127,12 @@ pub fn state_change(order_no: &str, from: Option<Status>, to: Status) {
     );
 }
 
+/// A failed key-value operation: the backend's text (operation and error, never a value), which
+/// the client's 503 does not carry.
+pub fn store_error(e: &super::StoreError) {
+    emit(Line::new("store_error").text("error", &e.0));
+}
+
 /// A short, stable tag for an openid in logs (the first 8 hex digits of its SHA-256): enough
 /// to correlate one user's requests, not enough to recover the openid.
 pub fn openid_tag(openid: &str) -> String {

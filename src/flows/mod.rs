@@ -23,7 +23,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{
-    AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, SessionConfig, VariableSource,
+    AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, Mode, SessionConfig, VariableSource,
 };
 use crate::ledger::{self, Facts, PaidFact};
 use crate::order::{Order, Product, Status, order_key, product_key};
@@ -351,7 +351,7 @@ impl Response {
         }
     }
 
-    /// 500 `config_error` listing every problem (problem texts never contain secret values).
+    /// 503 `config_error` listing every problem (problem texts never contain secret values).
     /// For a component whose configuration section failed to load.
     pub fn config_error(problems: &ConfigProblems) -> Response {
         Refusal::Config(problems.clone()).response()
@@ -421,8 +421,8 @@ pub enum Refusal {
     UnreadableBody(String),
     /// The route does not take this method: 405 `method_not_allowed`.
     MethodNotAllowed { method: String, route: String },
-    /// The component's configuration section did not load: 500 `config_error` listing every
-    /// problem.
+    /// The component's configuration section did not load: 503 `config_error` listing every
+    /// problem (the deployment must be fixed; nothing was done, so the client may retry then).
     Config(ConfigProblems),
 }
 
@@ -442,9 +442,13 @@ impl From<Refusal> for ApiError {
             Refusal::MethodNotAllowed { method, route } => ApiError::new(
                 405,
                 "method_not_allowed",
-                format!("{method} is not allowed on {route}"),
+                // At most 64 bytes of the client's method (as of any input echoed).
+                format!(
+                    "{} is not allowed on {route}",
+                    crate::v2::api::cut_to_bytes(&method, 64)
+                ),
             ),
-            Refusal::Config(problems) => ApiError::new(500, "config_error", problems.to_string()),
+            Refusal::Config(problems) => ApiError::new(503, "config_error", problems.to_string()),
         }
     }
 }
@@ -570,9 +574,15 @@ pub fn authenticate(
     })
 }
 
-/// 503 `store_unavailable`: the key-value store failed (shared with the simulator).
+/// 503 `store_unavailable`: the key-value store failed (shared with the simulator). The
+/// backend's own text goes to the log, never to the client.
 pub(crate) fn store_unavailable(e: &StoreError) -> ApiError {
-    ApiError::new(503, "store_unavailable", e.to_string())
+    log::store_error(e);
+    ApiError::new(
+        503,
+        "store_unavailable",
+        "the key-value store is unavailable; try again",
+    )
 }
 
 /// Reads a stored JSON value (503 if the store fails, 500 if it cannot be read).
@@ -739,19 +749,40 @@ fn order_not_found() -> ApiError {
     ApiError::new(404, "order_not_found", "no such order")
 }
 
-/// The caller's own order, or 404 for a malformed number, an unknown order and someone else's.
+/// The caller's own order, or 404 for a malformed number, an unknown order and someone else's;
+/// 409 `mode_mismatch` for the caller's order of the other mode ([`same_mode`]).
 async fn owned_order<S: Store>(
     store: &S,
     order_no: &str,
     session: &Session,
+    mode: Mode,
 ) -> Result<Order, ApiError> {
     if !crate::order::valid_out_trade_no(order_no) {
         return Err(order_not_found());
     }
     match load_order(store, order_no).await? {
-        Some(order) if order.openid == session.openid => Ok(order),
+        Some(order) if order.openid == session.openid => {
+            same_mode(&order, mode)?;
+            Ok(order)
+        }
         _ => Err(order_not_found()),
     }
+}
+
+/// 409 `mode_mismatch` unless `order` was created in `mode`: a simulator deployment sharing a
+/// store with a live one must never settle, re-sign or close a live order (nor the reverse).
+fn same_mode(order: &Order, mode: Mode) -> Result<(), ApiError> {
+    if order.mode == mode {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        409,
+        "mode_mismatch",
+        format!(
+            "order {} was created in {} mode; this deployment runs in {mode} mode",
+            order.order_no, order.mode
+        ),
+    ))
 }
 
 /// A nonce string for an APIv2 request or the pay params.

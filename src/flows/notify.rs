@@ -120,6 +120,7 @@ where
                 NotifyError::Xml(_) => "invalid XML",
                 NotifyError::Signature(_) => "signature error",
                 NotifyError::MissingOrderNo => "missing out_trade_no",
+                NotifyError::SignTypeDowngrade { .. } => "signature type",
             };
             return (
                 fail(short),
@@ -143,6 +144,39 @@ where
     } else {
         None
     };
+    if let Some(order) = &order
+        && order.mode != merchant.mode
+    {
+        // A simulator deployment must never settle a live order (nor the reverse): FAIL, so
+        // that WeChat delivers it again (to the right deployment, once routed there), and an
+        // alert on the order, which is best effort (the FAIL is the answer either way).
+        let reason = format!(
+            "a notification for this {} order reached a {} deployment; not applied",
+            order.mode, merchant.mode
+        );
+        let alert = AlertFact {
+            at: event_time(&n, env.clock.now_unix()),
+            reason: reason.clone(),
+            transaction_id: Some(n.transaction_id().to_owned()),
+        };
+        let _ = write_json(&env.store, &alert.key(&order_no), &alert).await;
+        return (
+            fail("order of another mode"),
+            NotifyOutcome::Rejected {
+                reason: format!("{reason}: out_trade_no {:?}", short(&order_no)),
+            },
+        );
+    }
+    if let Some(order) = &order
+        && let Err(e) = n.check_sign_type(order.sign_type.unwrap_or(merchant.sign_type))
+    {
+        return (
+            fail("signature type"),
+            NotifyOutcome::Rejected {
+                reason: format!("{e}: out_trade_no {:?}", short(&order_no)),
+            },
+        );
+    }
     match judge(&n, merchant, order.as_ref()) {
         Verdict::Reject(reason) => (
             fail("order unknown"),

@@ -8,6 +8,7 @@ use super::{
     ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
     authenticate, fresh_nonce, json_request, load_product, owned_order, record_learned, save_base,
 };
+use crate::config::quote;
 use crate::ledger;
 use crate::order::{
     MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Status, Trigger, new_order_no,
@@ -94,7 +95,9 @@ fn parse_input(request: &Request) -> Result<OrderInput, ApiError> {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(q) if (1..=u64::from(MAX_QUANTITY)).contains(&q) => q as u32,
             Some(q) => return Err(invalid_quantity(&format!("got {q}"))),
-            None if n.is_i64() => return Err(invalid_quantity(&format!("got {n}"))),
+            None if n.is_i64() => {
+                return Err(invalid_quantity(&format!("got {}", quote(&n.to_string()))));
+            }
             None => return Err(invalid_quantity("got a fractional number")),
         },
         Some(Value::String(_)) => return Err(invalid_quantity("got a string")),
@@ -122,7 +125,7 @@ fn unknown_sku(sku: &str) -> ApiError {
     ApiError::new(
         404,
         "unknown_sku",
-        format!("no product {sku:?} is for sale"),
+        format!("no product {} is for sale", quote(sku)),
     )
 }
 
@@ -269,6 +272,8 @@ where
         NewOrderError::InactiveProduct => unknown_sku(&input.sku),
         other => ApiError::new(500, "internal", other.to_string()),
     })?;
+    // WeChat signs this order's notification with the type its unified order used.
+    order.sign_type = Some(merchant.sign_type);
 
     // Build the signed request first (pure), so that nothing is stored for a request that
     // cannot be sent.
@@ -400,7 +405,7 @@ where
 {
     let now = env.clock.now_unix();
     let session = authenticate(request, &env.config.session, now)?;
-    let mut order = owned_order(&env.store, order_no, &session).await?;
+    let mut order = owned_order(&env.store, order_no, &session, env.config.merchant.mode).await?;
     if order.status == Status::AwaitingPayment {
         // The throttle is a hint in its own key: recording a check never touches a fact.
         let checked = ledger::checked_key(order_no);

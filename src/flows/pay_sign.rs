@@ -36,7 +36,7 @@ where
 {
     let now = env.clock.now_unix();
     let session = authenticate(request, &env.config.session, now)?;
-    let order = owned_order(&env.store, order_no, &session).await?;
+    let order = owned_order(&env.store, order_no, &session, env.config.merchant.mode).await?;
     if order.status != Status::AwaitingPayment {
         return Err(ApiError::new(
             409,

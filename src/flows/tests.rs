@@ -1307,7 +1307,7 @@ fn config_sections_load_together() {
     assert!(p.mentions("wx_appid") && p.mentions("session_secret"));
     assert_eq!(p.iter().filter(|p| p.variable == "wxpay_mode").count(), 0);
     let r = Response::config_error(&p);
-    assert_eq!((r.status, code(&r).as_str()), (500, "config_error"));
+    assert_eq!((r.status, code(&r).as_str()), (503, "config_error"));
 }
 
 #[test]
@@ -1573,4 +1573,187 @@ fn reconcile_closes_created_orders_whose_pay_params_were_never_handed_out() {
         "CLOSED",
         "closed at WeChat first"
     );
+}
+
+#[test]
+fn orders_of_the_other_mode_are_refused_everywhere() {
+    // A simulator order in the store of a live deployment (a shared store): nothing here may
+    // settle, re-sign, close or show it.
+    let w = World::new();
+    let no = w.awaiting();
+    let mut order = w.order(&no);
+    order.mode = Mode::Simulator;
+    w.store.put_order(&order);
+    w.clock.advance(crate::v2::api::PREPAY_TTL_SECS + 1);
+    let mismatch = |r: &Response| {
+        assert_eq!(
+            (r.status, code(r).as_str()),
+            (409, "mode_mismatch"),
+            "{r:?}"
+        );
+        assert!(message(r).contains("simulator mode"), "{}", message(r));
+    };
+    mismatch(&w.get(&no, OPENID));
+    mismatch(&w.pay_params(&no, OPENID));
+    mismatch(&w.admin("GET", &format!("/api/admin/orders/{no}"), Value::Null));
+    // Someone else's order of the other mode is still just not found.
+    assert_eq!(w.get(&no, OTHER).status, 404);
+    let reconciled = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    let report = reconciled.json_body().unwrap();
+    assert_eq!(report["failed"], 1, "{report}");
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("mode_mismatch")
+            || report["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("simulator mode"),
+        "{report}"
+    );
+    assert!(w.wx.sent_to("/pay/closeorder").is_empty());
+    // A notification for it: FAIL (WeChat delivers again), not paid, an alert recorded.
+    let (r, outcome) = w.notify(&w.notification(&no, |_| {}));
+    assert!(String::from_utf8_lossy(&r.body).contains("FAIL"), "{r:?}");
+    assert!(
+        matches!(outcome, notify::NotifyOutcome::Rejected { .. }),
+        "{outcome:?}"
+    );
+    let order = w.order(&no);
+    assert_eq!(order.status, Status::AwaitingPayment);
+    assert!(
+        alerts(&order)
+            .iter()
+            .any(|a| a.contains("reached a live deployment")),
+        "{:?}",
+        order.events
+    );
+}
+
+#[test]
+fn hmac_orders_take_only_hmac_signed_notifications() {
+    let w = World::with(SignType::HmacSha256);
+    let no = w.awaiting();
+    assert_eq!(w.order(&no).sign_type, Some(SignType::HmacSha256));
+    let key = merchant(SignType::HmacSha256).api_key;
+    // The same notification, signed (validly, with our key) with MD5: declared, and not.
+    let md5 = |no: &str, declare: bool| {
+        let mut p = xml::read(&w.notification(no, |_| {})).unwrap();
+        p.remove("sign_type");
+        if declare {
+            p.insert("sign_type".into(), "MD5".into());
+        }
+        sign_in_place(&mut p, &key, SignType::Md5);
+        xml::write(&p).into_bytes()
+    };
+    for declared in [true, false] {
+        let (r, outcome) = w.notify(&md5(&no, declared));
+        assert!(String::from_utf8_lossy(&r.body).contains("FAIL"), "{r:?}");
+        assert!(
+            matches!(&outcome, notify::NotifyOutcome::Rejected { reason } if reason.contains("signed with MD5")),
+            "{outcome:?}"
+        );
+        assert_eq!(w.order(&no).status, Status::AwaitingPayment);
+    }
+    let (r, _) = w.notify(&w.notification(&no, |_| {}));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert_eq!(w.order(&no).status, Status::Paid);
+
+    // An order made with MD5 before the switch to HMAC-SHA256 is settled with MD5.
+    let no = w.awaiting();
+    let mut order = w.order(&no);
+    order.sign_type = Some(SignType::Md5);
+    w.store.put_order(&order);
+    let (r, _) = w.notify(&md5(&no, false));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes(), "{r:?}");
+}
+
+#[test]
+fn errors_echo_at_most_64_characters_of_input_and_no_store_text() {
+    let w = World::new();
+    let long = "x".repeat(500);
+    let r = w.create(json!({"sku": long, "quantity": 1}));
+    assert_eq!(code(&r), "unknown_sku");
+    assert!(message(&r).len() < 100, "{}", message(&r));
+    let r = w.admin("GET", &format!("/api/admin/{long}"), Value::Null);
+    assert_eq!(r.status, 404);
+    assert!(message(&r).len() < 100, "{}", message(&r));
+    let r = Refusal::MethodNotAllowed {
+        method: long.clone(),
+        route: "/api/login".into(),
+    }
+    .response();
+    assert!(message(&r).len() < 100, "{}", message(&r));
+    // The store's own error text stays in the log.
+    w.store.fail_sets("order:", None);
+    let r = w.create(json!({"sku": "coffee-L", "quantity": 1}));
+    assert_eq!(code(&r), "store_unavailable");
+    assert_eq!(message(&r), "the key-value store is unavailable; try again");
+}
+
+/// A record of the first storage format, as the single-record model wrote it.
+fn first_format_record(no: &str, status: &str, paid: bool) -> Vec<u8> {
+    let mut events = vec![
+        json!({"type": "status", "at": "2024-05-01T08:00:00Z", "from": "CREATED", "to": "AWAITING_PAYMENT"}),
+    ];
+    let mut record = json!({
+        "version": 1, "order_no": no, "openid": OPENID, "sku": "coffee-L", "quantity": 2,
+        "total_fee": 3980, "description": "Large coffee", "status": status,
+        "prepay_id": "wx201410272009395522657a690389285100", "prepay_expires_at": NOW + 7200,
+        "created_at": "2024-05-01T08:00:00Z", "mode": "live", "last_checked_at": NOW,
+    });
+    if paid {
+        record["transaction_id"] = json!("4200001234202405011234567890");
+        record["paid_at"] = json!("2024-05-01T08:03:12Z");
+        events.push(json!({"type": "status", "at": "2024-05-01T08:03:12Z", "from": "AWAITING_PAYMENT", "to": "PAID"}));
+        events.push(json!({"type": "notify", "at": "2024-05-01T08:03:12Z", "transaction_id": "4200001234202405011234567890", "result": "applied"}));
+    }
+    record["events"] = json!(events);
+    record.to_string().into_bytes()
+}
+
+#[test]
+fn first_format_records_still_read_and_settle() {
+    let w = World::new();
+    // A paid one: shown PAID with its history; its notification again is a duplicate.
+    let paid = "20240501160000aaaaaaaaaaaaaaaa";
+    block_on(
+        w.store
+            .set(&order_key(paid), &first_format_record(paid, "PAID", true)),
+    )
+    .unwrap();
+    let view = w.get(paid, OPENID).json_body().unwrap();
+    assert_eq!(view["status"], "PAID");
+    assert_eq!(view["transaction_id"], "4200001234202405011234567890");
+    let (r, outcome) = w.notify(&w.notification(paid, |_| {}));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert!(
+        matches!(outcome, notify::NotifyOutcome::Duplicate { .. }),
+        "{outcome:?}"
+    );
+    let admin = w.admin("GET", &format!("/api/admin/orders/{paid}"), Value::Null);
+    let order = admin.json_body().unwrap();
+    let kinds: Vec<&str> = order["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["status", "status", "notify"]);
+    assert_eq!(status_events_to(&w.order(paid), Status::Paid), 1);
+    // One awaiting payment: a notification pays it through a fact beside the old record, which
+    // is left as it was.
+    let open = "20240501160000bbbbbbbbbbbbbbbb";
+    let before = first_format_record(open, "AWAITING_PAYMENT", false);
+    block_on(w.store.set(&order_key(open), &before)).unwrap();
+    assert_eq!(w.pay_params(open, OPENID).status, 200);
+    let (r, _) = w.notify(&w.notification(open, |_| {}));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert_eq!(w.store.raw(&order_key(open)), Some(before));
+    let order = w.order(open);
+    assert_eq!(order.status, Status::Paid);
+    assert_eq!(order.version, 1);
+    assert_eq!(status_events_to(&order, Status::Paid), 1);
+    assert_eq!(w.get(open, OPENID).json_body().unwrap()["status"], "PAID");
 }

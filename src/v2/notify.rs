@@ -5,7 +5,7 @@
 
 use super::Params;
 use super::api::{PaidTrade, ReplyError, cut_to_bytes};
-use super::sign::{VerifyError, verify_from_wechat};
+use super::sign::{SignType, VerifyError, verify_from_wechat};
 use super::xml::{self, XmlError};
 use crate::config::MerchantConfig;
 use crate::order::{Order, Status};
@@ -34,12 +34,21 @@ pub enum NotifyError {
     Signature(#[from] VerifyError),
     #[error("notification has no out_trade_no")]
     MissingOrderNo,
+    /// Signed (or declared) with MD5 for an order made with HMAC-SHA256: a downgrade WeChat
+    /// never sends (it signs a notification with the unified order's type).
+    #[error("notification is signed with {used}, but the order was made with {expected}")]
+    SignTypeDowngrade {
+        used: &'static str,
+        expected: &'static str,
+    },
 }
 
 /// A notification whose signature verified with our API key. Holds every received field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub params: Params,
+    /// The algorithm its signature verified with.
+    pub sign_type: SignType,
 }
 
 impl Notification {
@@ -60,12 +69,28 @@ impl Notification {
 /// signature over all received fields with the algorithm the message declares.
 pub fn parse(body: &[u8], merchant: &MerchantConfig) -> Result<Notification, NotifyError> {
     let params = xml::read(body)?;
-    verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
-    let notification = Notification { params };
+    let sign_type = verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
+    let notification = Notification { params, sign_type };
     if notification.out_trade_no().is_empty() {
         return Err(NotifyError::MissingOrderNo);
     }
     Ok(notification)
+}
+
+impl Notification {
+    /// Refuses a notification signed more weakly than its order's type (`expected`: the type
+    /// the order was made with, or the configured one for an order that did not record it).
+    /// An HMAC-SHA256 order takes only HMAC-SHA256; an MD5 order takes either (WeChat signs
+    /// with the order's type; a stronger one with our key is no forgery).
+    pub fn check_sign_type(&self, expected: SignType) -> Result<(), NotifyError> {
+        if expected == SignType::HmacSha256 && self.sign_type != SignType::HmacSha256 {
+            return Err(NotifyError::SignTypeDowngrade {
+                used: self.sign_type.as_str(),
+                expected: expected.as_str(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What to do with a verified notification.

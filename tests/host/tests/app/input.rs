@@ -301,7 +301,7 @@ async fn live_mode_without_settings_names_the_variables() {
         ))
         .await
         .unwrap();
-    assert_error(&res, 500, "config_error", "wx_app_secret");
+    assert_error(&res, 503, "config_error", "wx_app_secret");
     let res = app
         .request(req("POST", NOTIFY_PATH, None, "<xml/>".into()))
         .await
