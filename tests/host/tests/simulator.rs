@@ -274,6 +274,11 @@ async fn live_mode_hides_every_simulator_route() {
         .expect("app starts");
     let health = app.get("/api/health").await.unwrap();
     assert_eq!(json_of(&health)["config_ok"], true, "{}", health.text());
+    assert_eq!(
+        health.header("x-wxpay-mode"),
+        None,
+        "live answers are not marked"
+    );
     for (method, path) in [
         (
             "GET",
@@ -297,4 +302,51 @@ async fn live_mode_hides_every_simulator_route() {
         assert_eq!(res.status, 404, "{method} {path}: {}", res.text());
     }
     assert!(app.kv("default").get("sim:faults").is_none());
+}
+
+/// Simulator mode is marked on every answer and in the order itself, so a simulated payment is
+/// never taken for a real one.
+#[tokio::test]
+async fn simulator_answers_say_so() {
+    let app = simulator_app().await;
+    let token = login(&app, "marked").await;
+    let created = create_order(&app, &token).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.header("x-wxpay-mode"), Some("simulator"));
+    assert_eq!(json_of(&created)["order"]["mode"], "simulator");
+    let health = app.get("/api/health").await.unwrap();
+    assert_eq!(health.header("x-wxpay-mode"), Some("simulator"));
+}
+
+/// A deployment meant to be live that still says `simulator`: nothing is taken for WeChat.
+#[tokio::test]
+async fn simulator_mode_with_a_live_credential_refuses_to_serve() {
+    let app = TestApp::builder(MANIFEST)
+        .variable("wxpay_api_key", "Kq3Xv9Lm2Pz8Rt5Wn1Yb7Hc4Jd6Fg0Ae")
+        .start()
+        .await
+        .expect("app starts");
+    let health = json_of(&app.get("/api/health").await.unwrap());
+    assert_eq!(health["config_ok"], false, "{health}");
+    let problems = health["problems"].to_string();
+    assert!(
+        problems.contains("wxpay_mode") && problems.contains("wxpay_api_key"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("Kq3Xv9Lm2Pz8Rt5Wn1Yb7Hc4Jd6Fg0Ae"),
+        "{problems}"
+    );
+    let res = create_order(&app, "any-token").await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(json_of(&res)["error"]["code"], "config_error");
+    let notify = app
+        .request(
+            http::Request::post("/api/wxpay/notify")
+                .body("<xml><return_code>SUCCESS</return_code></xml>")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(notify.text().contains("FAIL"), "{}", notify.text());
 }

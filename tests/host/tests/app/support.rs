@@ -645,6 +645,8 @@ pub fn assert_logs_are_json(app: &TestApp) {
                 assert!(v["order_no"].is_string(), "{line}");
                 assert!(v["to"].is_string(), "{line}");
             }
+            // The store backend's text, kept out of the client's 503.
+            Some("store_error") => assert!(v["error"].is_string(), "{line}"),
             _ => panic!("unexpected log line: {line}"),
         }
     }
