@@ -306,6 +306,29 @@ pub struct Reconciled {
     pub failed: u64,
     /// What went wrong, one line per failed order (at most [`MAX_LISTED_ERRORS`]).
     pub errors: Vec<String>,
+    /// Whether this run looked at every order. `false`: its time budget
+    /// ([`RECONCILE_BUDGET_SECS`]) ran out, and the next run resumes after the last order it
+    /// looked at.
+    pub complete: bool,
+}
+
+/// A reconcile run starts no WeChat call after this many seconds, so that a large store or a
+/// slow WeChat cannot hold the request past a scheduler's or Spin's patience.
+pub const RECONCILE_BUDGET_SECS: u64 = 20;
+
+/// Where the last run that ran out of time stopped: the next run begins after this order
+/// number and comes round to it last, so no order waits behind the others forever. A hint: if
+/// it is lost or two runs race on it, a run only starts elsewhere.
+pub const RECONCILE_CURSOR_KEY: &str = "reconcile:cursor";
+
+/// Order numbers sorted, rotated to begin after `cursor` (and end with it).
+fn in_cursor_order(mut numbers: Vec<String>, cursor: Option<&str>) -> Vec<String> {
+    numbers.sort();
+    if let Some(cursor) = cursor {
+        let start = numbers.partition_point(|no| no.as_str() <= cursor);
+        numbers.rotate_left(start);
+    }
+    numbers
 }
 
 enum Settled {
@@ -352,26 +375,45 @@ where
         .keys_with_prefix(ORDER_KEY_PREFIX)
         .await
         .map_err(|e| store_unavailable(&e))?;
-    let mut report = Reconciled::default();
+    let numbers = keys
+        .iter()
+        .filter_map(|key| crate::ledger::base_order_no(key).map(str::to_owned))
+        .collect();
+    let cursor = env
+        .store
+        .get(RECONCILE_CURSOR_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let started = env.clock.now_unix();
+    let mut report = Reconciled {
+        complete: true,
+        ..Reconciled::default()
+    };
     let fail = |report: &mut Reconciled, line: String| {
         report.failed += 1;
         if report.errors.len() < MAX_LISTED_ERRORS {
             report.errors.push(line);
         }
     };
-    for key in keys {
-        let Some(order_no) = crate::ledger::base_order_no(&key) else {
-            continue;
-        };
+    let mut last_looked_at = None;
+    for order_no in in_cursor_order(numbers, cursor.as_deref()) {
         let now = env.clock.now_unix();
-        let order = match load_order(&env.store, order_no).await {
+        if now.saturating_sub(started) >= RECONCILE_BUDGET_SECS {
+            report.complete = false;
+            break;
+        }
+        let order = match load_order(&env.store, &order_no).await {
             Ok(Some(order)) => order,
             Ok(None) => continue,
             Err(e) => {
                 fail(&mut report, format!("{order_no}: {}", e.message));
+                last_looked_at = Some(order_no);
                 continue;
             }
         };
+        last_looked_at = Some(order_no.clone());
         if !is_candidate(&order, now) {
             continue;
         }
@@ -387,6 +429,16 @@ where
             Settled::Failed(why) => fail(&mut report, format!("{order_no}: {why}")),
         }
     }
+    // Best effort: a lost cursor only moves where the next run starts.
+    let _ = match (report.complete, last_looked_at) {
+        (false, Some(order_no)) => {
+            env.store
+                .set(RECONCILE_CURSOR_KEY, order_no.as_bytes())
+                .await
+        }
+        _ if cursor.is_some() => env.store.delete(RECONCILE_CURSOR_KEY).await,
+        _ => Ok(()),
+    };
     Ok(report)
 }
 

@@ -1757,3 +1757,52 @@ fn first_format_records_still_read_and_settle() {
     assert_eq!(status_events_to(&order, Status::Paid), 1);
     assert_eq!(w.get(open, OPENID).json_body().unwrap()["status"], "PAID");
 }
+
+/// WeChat that takes `secs` per call (the world's clock moves on with each).
+struct SlowWechat<'a> {
+    wx: &'a FakeWechat,
+    clock: &'a FakeClock,
+    secs: u64,
+}
+
+impl Transport for SlowWechat<'_> {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        self.clock.advance(self.secs);
+        self.wx.post_xml(url, body).await
+    }
+    async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
+        self.clock.advance(self.secs);
+        self.wx.get(url).await
+    }
+}
+
+#[test]
+fn reconcile_works_within_a_time_budget_and_resumes_where_it_stopped() {
+    let w = World::new();
+    let mut numbers: Vec<String> = (0..5).map(|_| w.awaiting()).collect();
+    numbers.sort();
+    for no in &numbers {
+        w.wx.pay(no, 3980);
+    }
+    let slow = SlowWechat {
+        wx: &w.wx,
+        clock: &w.clock,
+        secs: 8,
+    };
+    let env = Env::new(&w.store, &slow, &w.clock, &w.nonce, w.admin_env().config);
+    let run = || block_on(admin::run_reconcile(&env)).unwrap();
+    // 8 s per orderquery, 20 s per run: three orders, then the budget is spent.
+    let first = run();
+    assert_eq!((first.paid, first.complete), (3, false), "{first:?}");
+    assert_eq!(
+        w.store.raw(admin::RECONCILE_CURSOR_KEY),
+        Some(numbers[2].clone().into_bytes())
+    );
+    // The next run begins after the cursor: the two left, then round to the settled ones.
+    let second = run();
+    assert_eq!((second.paid, second.complete), (2, true), "{second:?}");
+    assert!(w.store.raw(admin::RECONCILE_CURSOR_KEY).is_none());
+    for no in &numbers {
+        assert_eq!(w.order(no).status, Status::Paid, "{no}");
+    }
+}
