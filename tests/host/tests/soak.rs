@@ -13,6 +13,10 @@
 //!    an alert), and no forged (badly signed) notification was ever answered SUCCESS;
 //! 6. every request we sent WeChat was validly signed; the logs are JSON and hold no secret.
 //!
+//! 3, 5 and "a paid order never goes back" are also checked during the run, after every round
+//! of concurrent notifications, polls and reconciles, on the orders as the app derives them
+//! from the store.
+//!
 //! Size: `SOAK_ORDERS` (default 120, a CI-friendly run of a few seconds); seed: `SOAK_SEED`
 //! (default: from the clock; always printed — rerun with it to replay the same plan; the
 //! thread interleaving of concurrent requests is the runtime's and is not replayed exactly).
@@ -120,6 +124,8 @@ struct Counts {
     kv_faults_queued: u64,
     wechat_faults_queued: u64,
     timeouts_queued: u64,
+    /// Rounds after which the invariants were checked during the run.
+    checks: u64,
 }
 
 /// What a spawned request reports back.
@@ -241,6 +247,7 @@ async fn soak_invariants_hold_under_faults() {
 
     // ---- Phase 3: notifications, polls and reconciles, interleaved ------------------------------
     let mut successes: BTreeSet<String> = BTreeSet::new();
+    let mut seen_paid: BTreeSet<String> = BTreeSet::new();
     let mut round = 0u32;
     while !pool.is_empty() || !pay_later.is_empty() {
         round += 1;
@@ -341,6 +348,53 @@ async fn soak_invariants_hold_under_faults() {
                 }
             }
         }
+        // The invariants hold during the run too, after every round (read from the store as
+        // the app derives orders, past any injected failure).
+        let keys = kv.keys();
+        for order_no in &successes {
+            let order = derived(&kv, &keys, order_no).unwrap_or_else(|| panic!("{order_no} gone"));
+            let alerted = order
+                .events
+                .iter()
+                .any(|e| matches!(e, wxpay::order::Event::Alert { .. }));
+            assert!(
+                order.status == wxpay::order::Status::Paid || alerted,
+                "round {round}: {order_no} answered SUCCESS, but is {} without an alert",
+                order.status
+            );
+        }
+        for order_no in created.iter().map(|(no, _)| no) {
+            let Some(order) = derived(&kv, &keys, order_no) else {
+                continue;
+            };
+            let to_paid = order
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        wxpay::order::Event::Status {
+                            to: wxpay::order::Status::Paid,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert!(
+                to_paid <= 1,
+                "round {round}: {order_no} has {to_paid} PAID events"
+            );
+            if order.status == wxpay::order::Status::Paid {
+                seen_paid.insert(order_no.clone());
+            } else {
+                assert!(
+                    !seen_paid.contains(order_no),
+                    "round {round}: {order_no} was PAID and is now {}",
+                    order.status
+                );
+            }
+        }
+        counts.checks += 1;
     }
 
     // ---- Phase 4: settle ------------------------------------------------------------------------
@@ -491,6 +545,30 @@ async fn soak_invariants_hold_under_faults() {
         paid > 0 && counts.notifications_success > 0,
         "the soak paid nothing"
     );
+}
+
+/// An order as the app derives it from its keys (base record, payment, closing, refusal,
+/// alerts: `wxpay::ledger`), read straight from the store.
+fn derived(
+    kv: &spin_test_host::KvStore,
+    keys: &[String],
+    order_no: &str,
+) -> Option<wxpay::order::Order> {
+    use wxpay::ledger::{self, Facts};
+    let base = wxpay::order::Order::from_json(&kv.get(&format!("order:{order_no}"))?).unwrap();
+    let alert_prefix = ledger::alert_prefix(order_no);
+    let alerts = keys
+        .iter()
+        .filter(|k| k.starts_with(&alert_prefix))
+        .filter_map(|k| kv.get_json(k))
+        .collect();
+    let facts = Facts {
+        paid: kv.get_json(&ledger::paid_key(order_no)),
+        closed: kv.get_json(&ledger::closed_key(order_no)),
+        failed: kv.get_json(&ledger::failed_key(order_no)),
+        alerts,
+    };
+    Some(facts.apply_to(base))
 }
 
 fn delivery(order_no: &str, body: String, kind: Kind, copies: u32) -> Delivery {
