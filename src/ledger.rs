@@ -12,7 +12,7 @@
 //! |---|---|---|---|
 //! | `order:{no}` | the order as created, with its prepay (the base record, [`Order`]) | the creating request only | — |
 //! | `order:{no}:paid` | WeChat says it is paid ([`PaidFact`]) | notification, status poll, reconcile, whichever sees it first | transaction id and WeChat's `time_end`: the same bytes from every source |
-//! | `order:{no}:closed` | WeChat closed it / it can no longer be paid ([`EndFact`]) | status poll, reconcile | reason and time of the first writer |
+//! | `order:{no}:closed` | WeChat closed it / it can no longer be paid ([`EndFact`]) | status poll, reconcile | reason and time of whichever wrote last (two observers may word it differently; the fact is the same) |
 //! | `order:{no}:failed` | WeChat refused the unified order ([`EndFact`]) | the creating request | the refusal |
 //! | `order:{no}:alert:{id}` | something a person must look at ([`AlertFact`]) | notification, poll, reconcile | `{id}` is a digest of the reason (and transaction): writing it twice writes one alert |
 //! | `order:{no}:checked` | when WeChat was last asked (a throttle hint, not a fact) | status poll | Unix seconds |

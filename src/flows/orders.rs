@@ -95,9 +95,7 @@ fn parse_input(request: &Request) -> Result<OrderInput, ApiError> {
         Some(Value::Number(n)) => match n.as_u64() {
             Some(q) if (1..=u64::from(MAX_QUANTITY)).contains(&q) => q as u32,
             Some(q) => return Err(invalid_quantity(&format!("got {q}"))),
-            None if n.is_i64() => {
-                return Err(invalid_quantity(&format!("got {}", quote(&n.to_string()))));
-            }
+            None if n.is_i64() => return Err(invalid_quantity(&format!("got {n}"))),
             None => return Err(invalid_quantity("got a fractional number")),
         },
         Some(Value::String(_)) => return Err(invalid_quantity("got a string")),
