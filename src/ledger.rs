@@ -218,3 +218,30 @@ impl Facts {
         self == &Facts::default()
     }
 }
+
+/// An order as every key stored for it makes it, from a synchronous view of the store (tests
+/// and tools that read a store directly): `get` a key's bytes, `keys` the store's keys (for the
+/// alerts). `None` if there is no base record; panics on unreadable records (a tool's bug).
+pub fn read_order_from(
+    order_no: &str,
+    get: impl Fn(&str) -> Option<Vec<u8>>,
+    keys: &[String],
+) -> Option<Order> {
+    fn json<T: serde::de::DeserializeOwned>(bytes: Option<Vec<u8>>) -> Option<T> {
+        bytes.map(|b| serde_json::from_slice(&b).expect("a readable fact"))
+    }
+    let base = Order::from_json(&get(&order_key(order_no))?).expect("a readable order record");
+    let prefix = alert_prefix(order_no);
+    let alerts = keys
+        .iter()
+        .filter(|k| k.starts_with(&prefix))
+        .filter_map(|k| json(get(k)))
+        .collect();
+    let facts = Facts {
+        paid: json(get(&paid_key(order_no))),
+        closed: json(get(&closed_key(order_no))),
+        failed: json(get(&failed_key(order_no))),
+        alerts,
+    };
+    Some(facts.apply_to(base))
+}

@@ -57,26 +57,8 @@ impl MemStore {
     /// The order as every fact stored for it makes it (base record, payment, closing,
     /// refusal, alerts), read without going through the failure switches.
     pub fn order(&self, order_no: &str) -> Option<Order> {
-        use crate::ledger::{self, Facts};
-        let base = Order::from_json(&self.raw(&order_key(order_no))?).unwrap();
-        fn read<T: serde::de::DeserializeOwned>(bytes: Option<Vec<u8>>) -> Option<T> {
-            bytes.map(|b| serde_json::from_slice(&b).unwrap())
-        }
-        let alert_prefix = ledger::alert_prefix(order_no);
-        let alerts = self
-            .data
-            .borrow()
-            .iter()
-            .filter(|(k, _)| k.starts_with(&alert_prefix))
-            .map(|(_, v)| serde_json::from_slice(v).unwrap())
-            .collect();
-        let facts = Facts {
-            paid: read(self.raw(&ledger::paid_key(order_no))),
-            closed: read(self.raw(&ledger::closed_key(order_no))),
-            failed: read(self.raw(&ledger::failed_key(order_no))),
-            alerts,
-        };
-        Some(facts.apply_to(base))
+        let keys: Vec<String> = self.data.borrow().keys().cloned().collect();
+        crate::ledger::read_order_from(order_no, |k| self.raw(k), &keys)
     }
 
     pub fn put_order(&self, order: &Order) {

@@ -1806,3 +1806,29 @@ fn reconcile_works_within_a_time_budget_and_resumes_where_it_stopped() {
         assert_eq!(w.order(no).status, Status::Paid, "{no}");
     }
 }
+
+#[test]
+fn a_refunded_trade_is_recorded_as_paid_then_refunded() {
+    // WeChat took the payment and it was refunded before we heard of it (orderquery REFUND):
+    // the money did move, so the order is PAID — and the refund is on record, not silent.
+    let w = World::new();
+    let no = w.awaiting();
+    w.wx.set_state(&no, "REFUND", 3980);
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    assert_eq!(r.json_body().unwrap()["paid"], 1, "{r:?}");
+    let order = w.order(&no);
+    assert_eq!(order.status, Status::Paid);
+    assert!(
+        alerts(&order).iter().any(|a| a.contains("REFUND")),
+        "{:?}",
+        order.events
+    );
+    // The refund alert is a fact of its own.
+    assert!(
+        w.store
+            .data
+            .borrow()
+            .keys()
+            .any(|k| k.starts_with(&crate::ledger::alert_prefix(&no)))
+    );
+}

@@ -547,28 +547,13 @@ async fn soak_invariants_hold_under_faults() {
     );
 }
 
-/// An order as the app derives it from its keys (base record, payment, closing, refusal,
-/// alerts: `wxpay::ledger`), read straight from the store.
+/// An order as the app derives it from its keys, read straight from the store.
 fn derived(
     kv: &spin_test_host::KvStore,
     keys: &[String],
     order_no: &str,
 ) -> Option<wxpay::order::Order> {
-    use wxpay::ledger::{self, Facts};
-    let base = wxpay::order::Order::from_json(&kv.get(&format!("order:{order_no}"))?).unwrap();
-    let alert_prefix = ledger::alert_prefix(order_no);
-    let alerts = keys
-        .iter()
-        .filter(|k| k.starts_with(&alert_prefix))
-        .filter_map(|k| kv.get_json(k))
-        .collect();
-    let facts = Facts {
-        paid: kv.get_json(&ledger::paid_key(order_no)),
-        closed: kv.get_json(&ledger::closed_key(order_no)),
-        failed: kv.get_json(&ledger::failed_key(order_no)),
-        alerts,
-    };
-    Some(facts.apply_to(base))
+    wxpay::ledger::read_order_from(order_no, |k| kv.get(k), keys)
 }
 
 fn delivery(order_no: &str, body: String, kind: Kind, copies: u32) -> Delivery {
