@@ -16,3 +16,4 @@ pub mod sim;
 pub mod spin;
 pub mod time;
 pub mod v2;
+pub mod v3;
