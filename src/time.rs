@@ -180,10 +180,80 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, CompactTimeError> {
     u64::try_from(compact_civil_secs(&compact)?).map_err(|_| CompactTimeError::BeforeEpoch)
 }
 
+/// RFC 3339 in Beijing time with its offset, e.g. `2018-06-08T10:34:56+08:00` (APIv3 wants
+/// dates so, e.g. `time_expire`).
+pub fn rfc3339_beijing(unix_secs: u64) -> String {
+    let compact = beijing_compact(unix_secs);
+    format!(
+        "{}-{}-{}T{}:{}:{}+08:00",
+        &compact[0..4],
+        &compact[4..6],
+        &compact[6..8],
+        &compact[8..10],
+        &compact[10..12],
+        &compact[12..14]
+    )
+}
+
+/// Parses an RFC 3339 date-time with whole seconds and a `Z` or `±HH:MM` offset (APIv3's
+/// `success_time`, `2018-06-08T10:34:56+08:00`) into Unix seconds.
+pub fn parse_rfc3339_offset(text: &str) -> Result<u64, CompactTimeError> {
+    let b = text.as_bytes();
+    if b.len() == 20 {
+        return parse_rfc3339(text);
+    }
+    let shape_ok = b.len() == 25
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && (b[19] == b'+' || b[19] == b'-')
+        && b[22] == b':'
+        && [20, 21, 23, 24].iter().all(|&i| b[i].is_ascii_digit());
+    if !shape_ok {
+        return Err(CompactTimeError::Shape);
+    }
+    let digits = |from: usize| i64::from((b[from] - b'0') * 10 + (b[from + 1] - b'0'));
+    let (hours, minutes) = (digits(20), digits(23));
+    if hours > 23 || minutes > 59 {
+        return Err(CompactTimeError::OutOfRange);
+    }
+    let offset = (hours * 3600 + minutes * 60) * if b[19] == b'+' { 1 } else { -1 };
+    let compact: String = [
+        &text[0..4],
+        &text[5..7],
+        &text[8..10],
+        &text[11..13],
+        &text[14..16],
+        &text[17..19],
+    ]
+    .concat();
+    u64::try_from(compact_civil_secs(&compact)? - offset).map_err(|_| CompactTimeError::BeforeEpoch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rfc3339_with_offsets() {
+        // 2018-06-08T10:34:56+08:00 is 02:34:56Z.
+        let t = parse_rfc3339_offset("2018-06-08T10:34:56+08:00").unwrap();
+        assert_eq!(rfc3339(t), "2018-06-08T02:34:56Z");
+        assert_eq!(rfc3339_beijing(t), "2018-06-08T10:34:56+08:00");
+        assert_eq!(parse_rfc3339_offset("2018-06-08T02:34:56Z"), Ok(t));
+        assert_eq!(parse_rfc3339_offset("2018-06-07T21:04:56-05:30"), Ok(t));
+        for bad in [
+            "2018-06-08T10:34:56+0800",
+            "2018-06-08 10:34:56+08:00",
+            "2018-06-08T10:34:56+24:00",
+            "",
+        ] {
+            assert!(parse_rfc3339_offset(bad).is_err(), "{bad}");
+        }
+    }
 
     /// Reference values computed with GNU `date -u -d @SECS` and `TZ=Asia/Shanghai date`.
     const KNOWN: &[(u64, &str, &str)] = &[

@@ -387,7 +387,7 @@ pub enum TradeState {
 }
 
 impl TradeState {
-    fn parse(s: &str) -> TradeState {
+    pub fn parse(s: &str) -> TradeState {
         match s {
             "SUCCESS" => TradeState::Success,
             "REFUND" => TradeState::Refund,

@@ -9,6 +9,8 @@
 //! milliseconds in Wasm (PROTOCOL.md): callers sign a paySign once per prepay id and keep it.
 
 pub mod aead;
+pub mod api;
+pub mod notify;
 pub mod sign;
 pub mod verify;
 
