@@ -10,6 +10,7 @@
 
 pub mod aead;
 pub mod api;
+pub mod certificates;
 pub mod notify;
 pub mod sign;
 pub mod verify;

@@ -31,6 +31,11 @@ impl PublicKey {
             .map_err(|_| VerifyError::BadPublicKey)
     }
 
+    /// A key read elsewhere (a platform certificate's).
+    pub fn from_rsa(key: rsa::PublicKey) -> PublicKey {
+        PublicKey(VerifyingKey::new(key))
+    }
+
     /// Whether `signature_base64` is this key's RSA-SHA256 signature of `message`.
     pub fn verifies(&self, message: &[u8], signature_base64: &str) -> bool {
         let Ok(bytes) = STANDARD.decode(signature_base64) else {
