@@ -819,6 +819,178 @@ impl AdminConfig {
     }
 }
 
+// ---- APIv3 ----------------------------------------------------------------------------------------
+
+pub const WXPAY_API_VERSION: &str = "wxpay_api_version";
+pub const WXPAY_APIV3_KEY: &str = "wxpay_apiv3_key";
+pub const WXPAY_MCH_PRIVATE_KEY: &str = "wxpay_mch_private_key";
+pub const WXPAY_MCH_CERT_SERIAL: &str = "wxpay_mch_cert_serial";
+pub const WXPAY_PUBLIC_KEY: &str = "wxpay_public_key";
+pub const WXPAY_PUBLIC_KEY_ID: &str = "wxpay_public_key_id";
+
+/// Which WeChat Pay API the merchant speaks (`wxpay_api_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiVersion {
+    #[default]
+    V2,
+    V3,
+}
+
+impl ApiVersion {
+    /// `wxpay_api_version`: `v2` (the default when unset) or `v3`.
+    pub fn load<S: VariableSource + ?Sized>(source: &S) -> Result<ApiVersion, ConfigProblems> {
+        match read(source, WXPAY_API_VERSION).as_deref() {
+            None | Some("v2") => Ok(ApiVersion::V2),
+            Some("v3") => Ok(ApiVersion::V3),
+            Some(other) => Err(ConfigProblems(vec![ConfigProblem::new(
+                WXPAY_API_VERSION,
+                format!("must be \"v2\" or \"v3\", got {}", quote(other)),
+            )])),
+        }
+    }
+}
+
+/// How WeChat's APIv3 signatures are verified.
+#[derive(Debug, Clone)]
+pub enum WechatVerification {
+    /// The WeChat Pay public key (`wxpay_public_key`) under its id (`wxpay_public_key_id`,
+    /// `PUB_KEY_ID_…`): merchants registered since 2024 have only this.
+    PublicKey(crate::v3::verify::WechatPayKey),
+    /// Platform certificates, downloaded from WeChat Pay (neither variable set).
+    PlatformCertificates,
+}
+
+/// The APIv3 settings (`wxpay_api_version = v3`).
+#[derive(Debug, Clone)]
+pub struct V3Config {
+    /// Decrypts notifications and platform certificates; 32 bytes.
+    pub apiv3_key: Secret,
+    /// The merchant API certificate's serial number, uppercase hex (`serial_no` of requests).
+    pub mch_cert_serial: String,
+    /// Signs requests and paySigns; `None` for a component that only verifies (notify).
+    pub merchant_key: Option<crate::v3::sign::MerchantKey>,
+    pub verification: WechatVerification,
+}
+
+impl V3Config {
+    /// Reads the APIv3 variables, naming every problem and never a value. `signs`: whether the
+    /// component signs requests (order, admin) and so needs the merchant private key and its
+    /// serial; the notify route only verifies and decrypts.
+    pub fn load<S: VariableSource + ?Sized>(
+        source: &S,
+        signs: bool,
+    ) -> Result<V3Config, ConfigProblems> {
+        let mut problems = Problems::default();
+        let apiv3_key = match read(source, WXPAY_APIV3_KEY) {
+            None => {
+                problems.push(ConfigProblem::missing(WXPAY_APIV3_KEY));
+                None
+            }
+            Some(v) if v.len() == crate::v3::aead::APIV3_KEY_LEN && v.is_ascii() => {
+                Some(Secret::new(v))
+            }
+            Some(_) => {
+                problems.push(ConfigProblem::new(
+                    WXPAY_APIV3_KEY,
+                    "must be exactly 32 bytes (the APIv3 key set in the merchant platform, not the APIv2 key)",
+                ));
+                None
+            }
+        };
+        let merchant_key = if signs {
+            match read(source, WXPAY_MCH_PRIVATE_KEY) {
+                None => {
+                    problems.push(ConfigProblem::missing(WXPAY_MCH_PRIVATE_KEY));
+                    None
+                }
+                Some(pem) => match crate::v3::sign::MerchantKey::from_pem(&pem) {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        problems.push(ConfigProblem::new(WXPAY_MCH_PRIVATE_KEY, e.to_string()));
+                        None
+                    }
+                },
+            }
+        } else {
+            None
+        };
+        let mch_cert_serial = if signs {
+            required(source, WXPAY_MCH_CERT_SERIAL, &mut problems, |v| {
+                if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(v.to_ascii_uppercase())
+                } else {
+                    Err(format!(
+                        "must be the merchant API certificate's serial number (hex, 40 characters), got {}",
+                        quote(v)
+                    ))
+                }
+            })
+        } else {
+            Some(String::new())
+        };
+        let verification = match (
+            read(source, WXPAY_PUBLIC_KEY),
+            read(source, WXPAY_PUBLIC_KEY_ID),
+        ) {
+            (None, None) => Some(WechatVerification::PlatformCertificates),
+            (Some(pem), Some(id)) => {
+                let key = crate::v3::verify::PublicKey::from_pem(&pem);
+                if key.is_err() {
+                    problems.push(ConfigProblem::new(
+                        WXPAY_PUBLIC_KEY,
+                        "must be the WeChat Pay public key, PEM (\"-----BEGIN PUBLIC KEY-----\", pub_key.pem)",
+                    ));
+                }
+                let id_ok = id.starts_with("PUB_KEY_ID_")
+                    && id.len() <= 64
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !id_ok {
+                    problems.push(ConfigProblem::new(
+                        WXPAY_PUBLIC_KEY_ID,
+                        format!(
+                            "must be the public key's id, PUB_KEY_ID_…, got {}",
+                            quote(&id)
+                        ),
+                    ));
+                }
+                match key {
+                    Ok(key) if id_ok => Some(WechatVerification::PublicKey(
+                        crate::v3::verify::WechatPayKey { id, key },
+                    )),
+                    _ => None,
+                }
+            }
+            (Some(_), None) => {
+                problems.push(ConfigProblem::new(
+                    WXPAY_PUBLIC_KEY_ID,
+                    "is required with wxpay_public_key (set both, or neither to use platform certificates)",
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(ConfigProblem::new(
+                    WXPAY_PUBLIC_KEY,
+                    "is required with wxpay_public_key_id (set both, or neither to use platform certificates)",
+                ));
+                None
+            }
+        };
+        match (apiv3_key, mch_cert_serial, verification) {
+            (Some(apiv3_key), Some(mch_cert_serial), Some(verification))
+                if problems.0.is_empty() =>
+            {
+                Ok(V3Config {
+                    apiv3_key,
+                    mch_cert_serial,
+                    merchant_key,
+                    verification,
+                })
+            }
+            _ => Err(ConfigProblems(problems.0)),
+        }
+    }
+}
+
 /// Every problem of every section, each once, for `GET /api/health`. The caller's source must be
 /// able to read all of [`ALL_VARIABLES`] (a component that did not declare one sees it unset,
 /// which is reported as missing in live mode).
@@ -1444,5 +1616,119 @@ mod tests {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             );
         }
+    }
+
+    fn v3(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut src = vars(&[
+            (WXPAY_API_VERSION, "v3"),
+            (WXPAY_APIV3_KEY, "a7cde1ef4e9a0ba9d5e3b2c1f0e9d8c7"),
+            (WXPAY_MCH_PRIVATE_KEY, crate::v3::vectors::MERCHANT_KEY),
+            (
+                WXPAY_MCH_CERT_SERIAL,
+                "1dde55ad98ed71d6edd4a4a16996de7b47773a8c",
+            ),
+            (WXPAY_PUBLIC_KEY, crate::v3::vectors::WECHATPAY_PUB),
+            (
+                WXPAY_PUBLIC_KEY_ID,
+                "PUB_KEY_ID_0112345678902025112700000000000001",
+            ),
+        ]);
+        for (k, v) in extra {
+            src.insert((*k).to_owned(), (*v).to_owned());
+        }
+        src
+    }
+
+    #[test]
+    fn api_version() {
+        assert_eq!(
+            ApiVersion::load(&BTreeMap::<String, String>::new()),
+            Ok(ApiVersion::V2)
+        );
+        assert_eq!(
+            ApiVersion::load(&vars(&[(WXPAY_API_VERSION, "v3")])),
+            Ok(ApiVersion::V3)
+        );
+        let p = problems(ApiVersion::load(&vars(&[(WXPAY_API_VERSION, "3")])));
+        assert_eq!(p.0[0].variable, WXPAY_API_VERSION);
+    }
+
+    #[test]
+    fn v3_settings_load_in_both_key_modes() {
+        let c = V3Config::load(&v3(&[]), true).unwrap();
+        assert_eq!(
+            c.mch_cert_serial,
+            "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C"
+        );
+        assert!(c.merchant_key.is_some());
+        assert!(
+            matches!(&c.verification, WechatVerification::PublicKey(k) if k.id.starts_with("PUB_KEY_ID_"))
+        );
+        // Keys as environment variables carry them: `\n`-escaped.
+        let escaped = crate::v3::vectors::MERCHANT_KEY.replace('\n', "\\n");
+        assert!(V3Config::load(&v3(&[(WXPAY_MCH_PRIVATE_KEY, &escaped)]), true).is_ok());
+        // Neither public key variable: platform certificates.
+        let mut src = v3(&[]);
+        src.remove(WXPAY_PUBLIC_KEY);
+        src.remove(WXPAY_PUBLIC_KEY_ID);
+        let c = V3Config::load(&src, true).unwrap();
+        assert!(matches!(
+            c.verification,
+            WechatVerification::PlatformCertificates
+        ));
+        // The notify route needs no private key nor its serial.
+        let mut src = v3(&[]);
+        src.remove(WXPAY_MCH_PRIVATE_KEY);
+        src.remove(WXPAY_MCH_CERT_SERIAL);
+        let c = V3Config::load(&src, false).unwrap();
+        assert!(c.merchant_key.is_none());
+    }
+
+    #[test]
+    fn v3_problems_are_named_and_never_quote_secrets() {
+        let secret_key = crate::v3::vectors::MERCHANT_KEY;
+        for (name, value, mentions) in [
+            (WXPAY_APIV3_KEY, "too-short", "32 bytes"),
+            (
+                WXPAY_MCH_PRIVATE_KEY,
+                "-----BEGIN PRIVATE KEY-----\nMIIsecret\n-----END PRIVATE KEY-----",
+                "PKCS#8",
+            ),
+            (
+                WXPAY_MCH_PRIVATE_KEY,
+                crate::v3::vectors::MERCHANT_PUB,
+                "PKCS#8",
+            ),
+            (WXPAY_MCH_CERT_SERIAL, "not-hex", "serial"),
+            (WXPAY_PUBLIC_KEY, "nope", "public key"),
+            (WXPAY_PUBLIC_KEY_ID, "KEY_1", "PUB_KEY_ID_"),
+        ] {
+            let p = problems(V3Config::load(&v3(&[(name, value)]), true));
+            assert_eq!(p.0.len(), 1, "{name}: {p}");
+            assert_eq!(p.0[0].variable, name);
+            assert!(p.0[0].problem.contains(mentions), "{name}: {p}");
+            let text = p.to_string();
+            assert!(
+                !text.contains("MIIsecret") && !text.contains(&secret_key[30..60]),
+                "{text}"
+            );
+            assert!(!text.contains("a7cde1ef4e9a0ba9d5e3b2c1f0e9d8c7"), "{text}");
+        }
+        // One of the pair alone.
+        let mut src = v3(&[]);
+        src.remove(WXPAY_PUBLIC_KEY_ID);
+        let p = problems(V3Config::load(&src, true));
+        assert_eq!(p.0[0].variable, WXPAY_PUBLIC_KEY_ID);
+        // Everything missing: each named.
+        let p = problems(V3Config::load(&vars(&[(WXPAY_API_VERSION, "v3")]), true));
+        let named: Vec<&str> = p.0.iter().map(|p| p.variable).collect();
+        assert_eq!(
+            named,
+            [
+                WXPAY_APIV3_KEY,
+                WXPAY_MCH_PRIVATE_KEY,
+                WXPAY_MCH_CERT_SERIAL
+            ]
+        );
     }
 }
