@@ -10,10 +10,9 @@
 //!
 //! | key | fact | written by | content |
 //! |---|---|---|---|
-//! | `order:{no}` | the order as created, with its prepay (the base record, [`Order`]) | the creating request only | — |
+//! | `order:{no}` | the order as created, then with its prepay, or refused by WeChat (the base record, [`Order`]) | the creating request only | — |
 //! | `order:{no}:paid` | WeChat says it is paid ([`PaidFact`]) | notification, status poll, reconcile, whichever sees it first | transaction id and WeChat's `time_end`: the same bytes from every source |
 //! | `order:{no}:closed` | WeChat closed it / it can no longer be paid ([`EndFact`]) | status poll, reconcile | reason and time of whichever wrote last (two observers may word it differently; the fact is the same) |
-//! | `order:{no}:failed` | WeChat refused the unified order ([`EndFact`]) | the creating request | the refusal |
 //! | `order:{no}:alert:{id}` | something a person must look at ([`AlertFact`]) | notification, poll, reconcile | `{id}` is a digest of the reason (and transaction): writing it twice writes one alert |
 //! | `order:{no}:checked` | when WeChat was last asked (a throttle hint, not a fact) | status poll | Unix seconds |
 //!
@@ -34,11 +33,6 @@ pub fn paid_key(order_no: &str) -> String {
 /// `order:{no}:closed`.
 pub fn closed_key(order_no: &str) -> String {
     format!("{}:closed", order_key(order_no))
-}
-
-/// `order:{no}:failed`.
-pub fn failed_key(order_no: &str) -> String {
-    format!("{}:failed", order_key(order_no))
 }
 
 /// `order:{no}:checked`.
@@ -67,7 +61,7 @@ pub struct PaidFact {
     pub paid_at: String,
 }
 
-/// The order can no longer be paid: closed (at WeChat, or never created there) or refused.
+/// The order can no longer be paid: closed at WeChat, or never created there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndFact {
     /// RFC 3339.
@@ -105,23 +99,16 @@ impl AlertFact {
 pub struct Facts {
     pub paid: Option<PaidFact>,
     pub closed: Option<EndFact>,
-    pub failed: Option<EndFact>,
     /// Loaded only where they are shown (the admin view).
     pub alerts: Vec<AlertFact>,
 }
 
 impl Facts {
-    /// The order as the base and these facts make it: refusal, then closing, then payment (a
-    /// payment overrides a closed or failed order: WeChat's word; an alert says so), then the
-    /// alerts, each event dated by its fact, so every reader derives the same status and events, and a paid
+    /// The order as the base and these facts make it: closing, then payment (a payment
+    /// overrides a closed or failed order: WeChat's word; an alert says so), then the alerts,
+    /// each event dated by its fact, so every reader derives the same status and events, and a paid
     /// order has exactly one `PAID` status event.
     pub fn apply_to(&self, mut order: Order) -> Order {
-        if let Some(failed) = &self.failed {
-            let trigger = Trigger::RefusedByWechat {
-                err_code: failed.reason.clone(),
-            };
-            let _ = order.apply(trigger, &failed.at);
-        }
         if let Some(closed) = &self.closed {
             let trigger = Trigger::ClosedAtWechat {
                 reason: closed.reason.clone(),
@@ -157,7 +144,8 @@ impl Facts {
     }
 
     /// What `after` knows beyond `before` (both derived views of one order), as facts to store:
-    /// a move to PAID, CLOSED or FAILED, and the alerts added. Status events are not stored
+    /// a move to PAID or CLOSED, and the alerts added (a refusal is the creating request's, in
+    /// the base record). Status events are not stored
     /// (they are derived from the facts).
     pub fn learned(before: &Order, after: &Order) -> Facts {
         let moved_to = |status: Status| after.status == status && before.status != status;
@@ -178,7 +166,6 @@ impl Facts {
             _ => None,
         };
         let closed = moved_to(Status::Closed).then(last_status_event).flatten();
-        let failed = moved_to(Status::Failed).then(last_status_event).flatten();
         let mut alerts = Vec::new();
         let new_events = after.events.get(before.events.len()..).unwrap_or(&[]);
         for (i, event) in new_events.iter().enumerate() {
@@ -208,7 +195,6 @@ impl Facts {
         Facts {
             paid,
             closed,
-            failed,
             alerts,
         }
     }
@@ -240,7 +226,6 @@ pub fn read_order_from(
     let facts = Facts {
         paid: json(get(&paid_key(order_no))),
         closed: json(get(&closed_key(order_no))),
-        failed: json(get(&failed_key(order_no))),
         alerts,
     };
     Some(facts.apply_to(base))

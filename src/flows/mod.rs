@@ -613,7 +613,7 @@ async fn write_json<S: Store, T: Serialize>(
 }
 
 /// Reads an order (docs/RELIABILITY.md "Storage model"): its base record and the facts that
-/// decide its status — the payment, and unless paid, its closing or refusal. Alerts are not
+/// decide its status — the payment, and unless paid (or settled in the base), its closing. Alerts are not
 /// read ([`load_order_with_alerts`]). 503 if the store fails, 500 if a record cannot be read.
 async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>, ApiError> {
     let Some(base) = read_base(store, order_no).await? else {
@@ -634,7 +634,6 @@ async fn load_order_with_alerts<S: Store>(
     let mut facts = read_facts(store, order_no, &base).await?;
     if facts.paid.is_some() {
         facts.closed = read_json(store, &ledger::closed_key(order_no)).await?;
-        facts.failed = read_json(store, &ledger::failed_key(order_no)).await?;
     }
     let mut keys = store
         .keys_with_prefix(&ledger::alert_prefix(order_no))
@@ -662,27 +661,23 @@ async fn read_base<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>,
         .map_err(|e| ApiError::new(500, "record_unreadable", format!("order {order_no}: {e}")))
 }
 
-/// The payment and, unless paid, the closing and refusal.
+/// The payment and, unless paid, the closing.
 async fn read_facts<S: Store>(store: &S, order_no: &str, base: &Order) -> Result<Facts, ApiError> {
     let paid: Option<PaidFact> = read_json(store, &ledger::paid_key(order_no)).await?;
-    let settled = paid.is_some() || base.status == Status::Paid;
-    let (closed, failed) = if settled {
-        (None, None)
+    let closed = if paid.is_some() || base.status.is_terminal() {
+        None
     } else {
-        (
-            read_json(store, &ledger::closed_key(order_no)).await?,
-            read_json(store, &ledger::failed_key(order_no)).await?,
-        )
+        read_json(store, &ledger::closed_key(order_no)).await?
     };
     Ok(Facts {
         paid,
         closed,
-        failed,
         alerts: Vec::new(),
     })
 }
 
-/// Writes an order's base record: only the creating request does (new, then with its prepay).
+/// Writes an order's base record: only the creating request does (new, then with its prepay or
+/// WeChat's refusal).
 /// A status change is logged ([`log::state_change`]) once the write returned.
 async fn save_base<S: Store>(
     store: &S,
@@ -718,9 +713,6 @@ async fn record_learned<S: Store>(
     }
     if let Some(closed) = &facts.closed {
         write_json(store, &ledger::closed_key(order_no), closed).await?;
-    }
-    if let Some(failed) = &facts.failed {
-        write_json(store, &ledger::failed_key(order_no), failed).await?;
     }
     for alert in &facts.alerts {
         write_json(store, &alert.key(order_no), alert).await?;

@@ -331,11 +331,10 @@ where
         }
         UnifiedOutcome::Refused { reason, message } => {
             let trigger = Trigger::RefusedByWechat { err_code: reason };
-            let before = order.clone();
             if order.apply(trigger, &rfc3339(now)).is_ok() {
-                // Best effort: if this write fails the order stays CREATED and reconcile
-                // closes it (WeChat never created it).
-                let _ = record_learned(&env.store, &before, &order).await;
+                // The base record is this request's alone. Best effort: if this write fails
+                // the order stays CREATED and reconcile closes it (WeChat never created it).
+                let _ = save_base(&env.store, &order, Some(Status::Created)).await;
             }
             Err(ApiError::new(502, "wechat_refused", message))
         }
