@@ -105,9 +105,9 @@ pub struct Facts {
 
 impl Facts {
     /// The order as the base and these facts make it: closing, then payment (a payment
-    /// overrides a closed or failed order: WeChat's word; an alert says so), then the alerts,
-    /// each event dated by its fact, so every reader derives the same status and events, and a paid
-    /// order has exactly one `PAID` status event.
+    /// overrides a closed or failed order: WeChat's word; an alert says so), then the alerts
+    /// (a notification's with its transaction), each event dated by its fact, so every reader
+    /// derives the same status and events, and a paid order has exactly one `PAID` event.
     pub fn apply_to(&self, mut order: Order) -> Order {
         if let Some(closed) = &self.closed {
             let trigger = Trigger::ClosedAtWechat {
@@ -145,8 +145,7 @@ impl Facts {
 
     /// What `after` knows beyond `before` (both derived views of one order), as facts to store:
     /// a move to PAID or CLOSED, and the alerts added (a refusal is the creating request's, in
-    /// the base record). Status events are not stored
-    /// (they are derived from the facts).
+    /// the base record). Status events are not stored: they are derived from the facts.
     pub fn learned(before: &Order, after: &Order) -> Facts {
         let moved_to = |status: Status| after.status == status && before.status != status;
         let last_status_event = || {
@@ -168,20 +167,10 @@ impl Facts {
         let closed = moved_to(Status::Closed).then(last_status_event).flatten();
         let mut alerts = Vec::new();
         let new_events = after.events.get(before.events.len()..).unwrap_or(&[]);
-        for (i, event) in new_events.iter().enumerate() {
+        for event in new_events {
             let Event::Alert { at, reason } = event else {
                 continue;
             };
-            // A rejected notification is recorded with its alert: keep its transaction.
-            let transaction_id = new_events.get(i + 1).and_then(|next| match next {
-                Event::Notify {
-                    transaction_id,
-                    result: NotifyResult::Rejected,
-                    reason: Some(r),
-                    ..
-                } if r == reason => Some(transaction_id.clone()),
-                _ => None,
-            });
             // An alert derived from the facts (a payment after close) is not a new fact.
             if paid.is_some() && reason.starts_with("WeChat confirmed payment") {
                 continue;
@@ -189,7 +178,7 @@ impl Facts {
             alerts.push(AlertFact {
                 at: at.clone(),
                 reason: reason.clone(),
-                transaction_id,
+                transaction_id: None,
             });
         }
         Facts {
@@ -229,4 +218,129 @@ pub fn read_order_from(
         alerts,
     };
     Some(facts.apply_to(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::tests::sample_order;
+
+    const TID: &str = "4200001234202405011234567890";
+
+    fn awaiting() -> Order {
+        let mut o = sample_order();
+        let _ = o
+            .apply(
+                Trigger::PrepayObtained {
+                    prepay_id: "wx201410272009395522657a690389285100".into(),
+                    expires_at: 1_714_557_600,
+                },
+                "2024-05-01T08:00:00Z",
+            )
+            .unwrap();
+        o
+    }
+
+    fn paid() -> PaidFact {
+        PaidFact {
+            transaction_id: TID.into(),
+            paid_at: "2024-05-01T08:03:12Z".into(),
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let no = "20240501160000a1b2c3d4e5f60708";
+        assert_eq!(paid_key(no), format!("order:{no}:paid"));
+        assert_eq!(base_order_no(&order_key(no)), Some(no));
+        assert_eq!(base_order_no(&paid_key(no)), None);
+        assert_eq!(base_order_no(&checked_key(no)), None);
+        assert_eq!(base_order_no("product:tea"), None);
+        // An alert's key names what it says, not when.
+        let a = AlertFact {
+            at: "2024-05-01T08:00:00Z".into(),
+            reason: "amount".into(),
+            transaction_id: Some(TID.into()),
+        };
+        let later = AlertFact {
+            at: "2024-05-02T08:00:00Z".into(),
+            ..a.clone()
+        };
+        let other = AlertFact {
+            reason: "appid".into(),
+            ..a.clone()
+        };
+        assert_eq!(a.key(no), later.key(no));
+        assert_ne!(a.key(no), other.key(no));
+        assert!(a.key(no).starts_with(&alert_prefix(no)));
+    }
+
+    #[test]
+    fn derived_status_is_monotone_in_the_facts() {
+        let closed = EndFact {
+            at: "2024-05-01T10:00:00Z".into(),
+            reason: "closed at WeChat".into(),
+        };
+        let only_closed = Facts {
+            closed: Some(closed.clone()),
+            ..Facts::default()
+        };
+        assert_eq!(only_closed.apply_to(awaiting()).status, Status::Closed);
+        // A payment wins over a closing, with an alert, and exactly one PAID event.
+        let both = Facts {
+            paid: Some(paid()),
+            closed: Some(closed),
+            ..Facts::default()
+        };
+        let order = both.apply_to(awaiting());
+        assert_eq!(order.status, Status::Paid);
+        assert_eq!(order.transaction_id.as_deref(), Some(TID));
+        let paid_events = order
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Status {
+                        to: Status::Paid,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(paid_events, 1);
+        assert!(
+            order
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Alert { .. }))
+        );
+        // The same facts always derive the same order.
+        assert_eq!(both.apply_to(awaiting()), order);
+    }
+
+    #[test]
+    fn learned_is_what_changed_as_facts() {
+        let before = awaiting();
+        let mut after = before.clone();
+        let _ = after
+            .apply(
+                Trigger::PaymentConfirmed {
+                    transaction_id: TID.into(),
+                },
+                "2024-05-01T08:03:12Z",
+            )
+            .unwrap();
+        after.record_alert(
+            "2024-05-01T08:03:12Z",
+            "orderquery reports the trade as REFUND",
+        );
+        let facts = Facts::learned(&before, &after);
+        assert_eq!(facts.paid, Some(paid()));
+        assert_eq!(facts.closed, None);
+        assert_eq!(facts.alerts.len(), 1);
+        // Nothing learned, nothing to store; and reading the facts back gives `after`'s status.
+        assert!(Facts::learned(&after, &after).is_empty());
+        assert_eq!(facts.apply_to(before).status, Status::Paid);
+    }
 }
