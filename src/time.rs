@@ -168,6 +168,12 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, CompactTimeError> {
     if !shape_ok {
         return Err(CompactTimeError::Shape);
     }
+    u64::try_from(rfc3339_civil_secs(text)?).map_err(|_| CompactTimeError::BeforeEpoch)
+}
+
+/// The civil seconds of the `YYYY-MM-DDTHH:MM:SS` at the start of a (shape-checked) RFC 3339
+/// text, in whatever zone it is meant in.
+fn rfc3339_civil_secs(text: &str) -> Result<i64, CompactTimeError> {
     let compact: String = [
         &text[0..4],
         &text[5..7],
@@ -177,7 +183,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, CompactTimeError> {
         &text[17..19],
     ]
     .concat();
-    u64::try_from(compact_civil_secs(&compact)?).map_err(|_| CompactTimeError::BeforeEpoch)
+    compact_civil_secs(&compact)
 }
 
 /// RFC 3339 in Beijing time with its offset, e.g. `2018-06-08T10:34:56+08:00` (APIv3 wants
@@ -220,16 +226,7 @@ pub fn parse_rfc3339_offset(text: &str) -> Result<u64, CompactTimeError> {
         return Err(CompactTimeError::OutOfRange);
     }
     let offset = (hours * 3600 + minutes * 60) * if b[19] == b'+' { 1 } else { -1 };
-    let compact: String = [
-        &text[0..4],
-        &text[5..7],
-        &text[8..10],
-        &text[11..13],
-        &text[14..16],
-        &text[17..19],
-    ]
-    .concat();
-    u64::try_from(compact_civil_secs(&compact)? - offset).map_err(|_| CompactTimeError::BeforeEpoch)
+    u64::try_from(rfc3339_civil_secs(text)? - offset).map_err(|_| CompactTimeError::BeforeEpoch)
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ pub fn fail_body(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v3::vectors::{WECHATPAY_PUB, text, vector};
+    use crate::v3::vectors::{WECHATPAY_PUB, signed, text, vector};
     use crate::v3::verify::PublicKey;
 
     const NOW: u64 = 1_554_209_980;
@@ -106,17 +106,6 @@ mod tests {
             id: "PUB_KEY_ID_0112345678902025112700000000000001".into(),
             key: PublicKey::from_pem(WECHATPAY_PUB).unwrap(),
         }]
-    }
-
-    fn signed<'a>(v: &'a serde_json::Value, body: &'a [u8]) -> Signed<'a> {
-        let h = &v["headers"];
-        Signed {
-            timestamp: h["Wechatpay-Timestamp"].as_str().unwrap(),
-            nonce: h["Wechatpay-Nonce"].as_str().unwrap(),
-            signature: h["Wechatpay-Signature"].as_str().unwrap(),
-            serial: h["Wechatpay-Serial"].as_str().unwrap(),
-            body,
-        }
     }
 
     #[test]

@@ -22,3 +22,15 @@ pub(crate) fn text(v: &Value, field: &str) -> String {
 pub(crate) const MERCHANT_KEY: &str = include_str!("testdata/merchant_key.pem");
 pub(crate) const MERCHANT_PUB: &str = include_str!("testdata/merchant_pub.pem");
 pub(crate) const WECHATPAY_PUB: &str = include_str!("testdata/wechatpay_pub.pem");
+
+/// The `Wechatpay-*` headers of a vector (`headers`) with `body`.
+pub(crate) fn signed<'a>(v: &'a Value, body: &'a [u8]) -> crate::v3::verify::Signed<'a> {
+    let h = &v["headers"];
+    crate::v3::verify::Signed {
+        timestamp: h["Wechatpay-Timestamp"].as_str().unwrap(),
+        nonce: h["Wechatpay-Nonce"].as_str().unwrap(),
+        signature: h["Wechatpay-Signature"].as_str().unwrap(),
+        serial: h["Wechatpay-Serial"].as_str().unwrap(),
+        body,
+    }
+}

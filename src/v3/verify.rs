@@ -135,7 +135,7 @@ pub fn verify(signed: &Signed<'_>, keys: &[WechatPayKey], now: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v3::vectors::{WECHATPAY_PUB, text, vector};
+    use crate::v3::vectors::{WECHATPAY_PUB, signed, text, vector};
 
     const PUB_KEY_ID: &str = "PUB_KEY_ID_0112345678902025112700000000000001";
 
@@ -144,17 +144,6 @@ mod tests {
             id: PUB_KEY_ID.into(),
             key: PublicKey::from_pem(WECHATPAY_PUB).unwrap(),
         }]
-    }
-
-    fn signed<'a>(v: &'a serde_json::Value, body: &'a [u8]) -> Signed<'a> {
-        let h = &v["headers"];
-        Signed {
-            timestamp: h["Wechatpay-Timestamp"].as_str().unwrap(),
-            nonce: h["Wechatpay-Nonce"].as_str().unwrap(),
-            signature: h["Wechatpay-Signature"].as_str().unwrap(),
-            serial: h["Wechatpay-Serial"].as_str().unwrap(),
-            body,
-        }
     }
 
     const NOW: u64 = 1_554_209_980;
