@@ -19,10 +19,10 @@
 //! | (for tests) the released Spin CLI itself, to check the app and this host against it | [`real_spin`] |
 //!
 //! Each module's documentation says what it imitates and where it is simplified. The WASIp3
-//! `wasi:http` notes that matter to app code: self requests must be written
-//! `http://self.alt/<path>` (a relative URL fails inside Wasmtime 44 with
-//! `HTTP-request-URI-invalid`, and a host named `self` is an ordinary, denied host), and
-//! responses are buffered whole.
+//! `wasi:http` notes that matter to app code: a self request (`http://self.alt/<path>`, or a
+//! relative URL) fails in Spin 4.0.2 for a WASIp3 component (`HTTP-request-URI-invalid`; so it
+//! does here), a host named `self` is an ordinary, denied host, and responses are buffered
+//! whole.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
