@@ -149,9 +149,9 @@ mod tests {
     #[test]
     fn failure_body() {
         assert_eq!(fail_body("busy"), r#"{"code":"FAIL","message":"busy"}"#);
-        assert_eq!(
-            fail_body("引号\"").len(),
-            r#"{"code":"FAIL","message":"引号\""}"#.len()
-        );
+        // JSON-escaped, and bounded.
+        assert_eq!(fail_body("引号\""), r#"{"code":"FAIL","message":"引号\""}"#);
+        let long = fail_body(&"x".repeat(500));
+        assert_eq!(long.len(), r#"{"code":"FAIL","message":""}"#.len() + 128);
     }
 }

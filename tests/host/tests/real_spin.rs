@@ -210,6 +210,11 @@ async fn every_route(spin: &std::path::Path, sign_type: SignType) {
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.json()["mode"], "live");
     assert_eq!(health.json()["config_ok"], true, "{}", health.text());
+    assert_eq!(
+        health.header("x-wxpay-mode"),
+        None,
+        "live answers are not marked"
+    );
     // HEAD: no route serves it (405, as for any other method), and no body comes back.
     let head = call("HEAD", "/api/health", &[], String::new()).await;
     assert_eq!(head.status, 405);
@@ -373,7 +378,10 @@ async fn miniprogram_example_sequence() {
         .await
         .unwrap();
     assert_eq!(created.status, 201, "{}", created.text());
+    // Simulator answers say so, and so does the order.
+    assert_eq!(created.header("x-wxpay-mode"), Some("simulator"));
     let created = created.json();
+    assert_eq!(created["order"]["mode"], "simulator");
     for field in ["timeStamp", "nonceStr", "package", "signType", "paySign"] {
         assert!(created["pay_params"][field].is_string(), "{field}");
     }
