@@ -36,6 +36,12 @@ pub const WXPAY_MCH_API: &str = "wxpay_mch_api";
 pub const WX_API: &str = "wx_api";
 pub const SESSION_SECRET: &str = "session_secret";
 pub const ADMIN_TOKEN: &str = "admin_token";
+pub const WXPAY_API_VERSION: &str = "wxpay_api_version";
+pub const WXPAY_APIV3_KEY: &str = "wxpay_apiv3_key";
+pub const WXPAY_MCH_PRIVATE_KEY: &str = "wxpay_mch_private_key";
+pub const WXPAY_MCH_CERT_SERIAL: &str = "wxpay_mch_cert_serial";
+pub const WXPAY_PUBLIC_KEY: &str = "wxpay_public_key";
+pub const WXPAY_PUBLIC_KEY_ID: &str = "wxpay_public_key_id";
 
 /// Every variable this module reads.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -50,6 +56,12 @@ pub const ALL_VARIABLES: &[&str] = &[
     WX_API,
     SESSION_SECRET,
     ADMIN_TOKEN,
+    WXPAY_API_VERSION,
+    WXPAY_APIV3_KEY,
+    WXPAY_MCH_PRIVATE_KEY,
+    WXPAY_MCH_CERT_SERIAL,
+    WXPAY_PUBLIC_KEY,
+    WXPAY_PUBLIC_KEY_ID,
 ];
 
 // ---- Defaults -----------------------------------------------------------------------------------
@@ -65,7 +77,7 @@ pub const DEFAULT_WX_API: &str = "https://api.weixin.qq.com";
 /// `notify_url` are byte for byte what a live deployment sends.
 pub const SIM_BASE: &str = "http://self.alt/_sim";
 /// The notify route as the simulator addresses it (delivered in-process, `crate::sim::link`).
-pub const SIM_NOTIFY_URL: &str = "http://self.alt/api/wxpay/notify";
+pub const SIM_NOTIFY_URL: &str = "https://self.alt/api/wxpay/notify";
 /// The appid of WeChat's public APIv2 examples (PROTOCOL.md S1).
 pub const SIM_APPID: &str = "wxd930ea5d5a258f4f";
 /// The merchant id of WeChat's public APIv2 examples (PROTOCOL.md S1).
@@ -271,6 +283,11 @@ pub const LIVE_CREDENTIALS: &[&str] = &[
     WXPAY_MCH_ID,
     WXPAY_API_KEY,
     WXPAY_NOTIFY_URL,
+    WXPAY_APIV3_KEY,
+    WXPAY_MCH_PRIVATE_KEY,
+    WXPAY_MCH_CERT_SERIAL,
+    WXPAY_PUBLIC_KEY,
+    WXPAY_PUBLIC_KEY_ID,
 ];
 
 /// Reads the mode. A bad value is a problem; the rest of the section is then checked with the
@@ -630,50 +647,98 @@ fn join(origin: &str, path: &str) -> String {
 
 // ---- Sections -----------------------------------------------------------------------------------
 
-/// What the pay API calls need (`order`, `notify`, `admin` components).
+/// What the pay API calls need (`order`, `pay-sign`, `notify`, `admin` components).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantConfig {
     pub mode: Mode,
+    /// Which API orders are made, queried and closed with (`wxpay_api_version`).
+    pub api_version: ApiVersion,
     pub appid: String,
     pub mch_id: String,
-    pub api_key: Secret,
+    /// The APIv2 key: required for APIv2; with APIv3 optional (set, the notify route still takes
+    /// APIv2 notifications, e.g. of orders made before a switch).
+    pub api_key: Option<Secret>,
     /// Used for unifiedorder and, necessarily the same, for the paySign.
     pub sign_type: SignType,
+    /// The APIv3 settings: required for APIv3; with APIv2 loaded when `wxpay_apiv3_key` is set
+    /// (the notify route then takes APIv3 notifications too).
+    pub v3: Option<V3Config>,
     pub notify_url: String,
     /// Base of the pay API, without a trailing `/` (`https://api.mch.weixin.qq.com`, or
     /// [`SIM_BASE`] in simulator mode).
     pub mch_api: String,
 }
 
+/// Whether a component signs APIv3 requests (and so reads the merchant private key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// `order`, `admin`: they call WeChat Pay.
+    Signs,
+    /// `notify`, `pay-sign`: they only verify (notify) or hand back stored params (pay-sign).
+    VerifiesOnly,
+}
+
 impl MerchantConfig {
-    /// Reads `wxpay_mode`, `wxpay_sign_type` and, in live mode, `wx_appid`, `wxpay_mch_id`,
-    /// `wxpay_api_key`, `wxpay_notify_url`, `wxpay_mch_api`.
+    /// Reads `wxpay_mode`, `wxpay_api_version`, `wxpay_sign_type` and, in live mode, `wx_appid`,
+    /// `wxpay_mch_id`, `wxpay_api_key`, `wxpay_notify_url`, `wxpay_mch_api` and the APIv3
+    /// variables ([`V3Config::load`]), for a component that signs.
     pub fn load<S: VariableSource + ?Sized>(source: &S) -> Result<Self, ConfigProblems> {
+        Self::load_for(source, Signing::Signs)
+    }
+
+    /// [`MerchantConfig::load`] for a component that `signing` says signs or not.
+    pub fn load_for<S: VariableSource + ?Sized>(
+        source: &S,
+        signing: Signing,
+    ) -> Result<Self, ConfigProblems> {
         let mut problems = Problems::default();
         let mode = load_mode(source, &mut problems);
         let sign_type = load_sign_type(source, &mut problems);
+        let api_version = ApiVersion::load(source).unwrap_or_else(|p| {
+            problems.0.extend(p.0);
+            ApiVersion::V2
+        });
         if mode == Mode::Simulator {
-            return problems.finish(Self::simulator(sign_type));
+            return problems.finish(Self::simulator_for(sign_type, api_version, signing));
         }
         let appid = required(source, WX_APPID, &mut problems, check_appid);
         let mch_id = required(source, WXPAY_MCH_ID, &mut problems, check_mch_id);
-        let api_key = secret_var(
-            source,
-            WXPAY_API_KEY,
-            mode,
-            SIM_API_KEY,
-            &mut problems,
-            check_api_key,
-        );
+        let v2_key_required = api_version == ApiVersion::V2;
+        let api_key = if v2_key_required || read(source, WXPAY_API_KEY).is_some() {
+            secret_var(
+                source,
+                WXPAY_API_KEY,
+                mode,
+                SIM_API_KEY,
+                &mut problems,
+                check_api_key,
+            )
+        } else {
+            None
+        };
+        let v3 = if api_version == ApiVersion::V3 || read(source, WXPAY_APIV3_KEY).is_some() {
+            let signs = api_version == ApiVersion::V3 && signing == Signing::Signs;
+            match V3Config::load(source, signs) {
+                Ok(v3) => Some(v3),
+                Err(p) => {
+                    problems.0.extend(p.0);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let notify_url = required(source, WXPAY_NOTIFY_URL, &mut problems, check_notify_url);
         let mch_api = optional_origin(source, WXPAY_MCH_API, DEFAULT_MCH_API, &mut problems);
-        match (appid, mch_id, api_key, notify_url) {
-            (Some(appid), Some(mch_id), Some(api_key), Some(notify_url)) => problems.finish(Self {
+        match (appid, mch_id, notify_url) {
+            (Some(appid), Some(mch_id), Some(notify_url)) => problems.finish(Self {
                 mode,
+                api_version,
                 appid,
                 mch_id,
                 api_key,
                 sign_type,
+                v3,
                 notify_url,
                 mch_api,
             }),
@@ -681,14 +746,24 @@ impl MerchantConfig {
         }
     }
 
-    /// The simulator's merchant (public test credentials, WeChat calls to [`SIM_BASE`]).
+    /// The simulator's merchant speaking APIv2 (public test credentials, WeChat calls to
+    /// [`SIM_BASE`]).
     pub fn simulator(sign_type: SignType) -> Self {
+        Self::simulator_for(sign_type, ApiVersion::V2, Signing::VerifiesOnly)
+    }
+
+    /// The simulator's merchant: both versions' development keys (so its notify route takes
+    /// both), the private key parsed only for a component that signs APIv3.
+    pub fn simulator_for(sign_type: SignType, api_version: ApiVersion, signing: Signing) -> Self {
+        let signs = api_version == ApiVersion::V3 && signing == Signing::Signs;
         Self {
             mode: Mode::Simulator,
+            api_version,
             appid: SIM_APPID.to_owned(),
             mch_id: SIM_MCH_ID.to_owned(),
-            api_key: Secret::new(SIM_API_KEY),
+            api_key: Some(Secret::new(SIM_API_KEY)),
             sign_type,
+            v3: Some(V3Config::simulator(signs)),
             notify_url: SIM_NOTIFY_URL.to_owned(),
             mch_api: SIM_BASE.to_owned(),
         }
@@ -698,7 +773,17 @@ impl MerchantConfig {
     pub fn url(&self, path: &str) -> String {
         join(&self.mch_api, path)
     }
+
+    /// The APIv2 key, or why there is none (APIv3 without `wxpay_api_key`).
+    pub fn v2_key(&self) -> Result<&Secret, NoV2Key> {
+        self.api_key.as_ref().ok_or(NoV2Key)
+    }
 }
+
+/// An APIv2 message to sign or verify with no APIv2 key configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("no APIv2 key is configured (wxpay_api_key)")]
+pub struct NoV2Key;
 
 /// What `POST /api/login` needs (`login` component).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -821,12 +906,22 @@ impl AdminConfig {
 
 // ---- APIv3 ----------------------------------------------------------------------------------------
 
-pub const WXPAY_API_VERSION: &str = "wxpay_api_version";
-pub const WXPAY_APIV3_KEY: &str = "wxpay_apiv3_key";
-pub const WXPAY_MCH_PRIVATE_KEY: &str = "wxpay_mch_private_key";
-pub const WXPAY_MCH_CERT_SERIAL: &str = "wxpay_mch_cert_serial";
-pub const WXPAY_PUBLIC_KEY: &str = "wxpay_public_key";
-pub const WXPAY_PUBLIC_KEY_ID: &str = "wxpay_public_key_id";
+// The simulator's APIv3 development keys: the throw-away keys of PROTOCOL.md's APIv3 vectors
+// (public, like SIM_API_KEY; refused in live mode). The merchant signs with one pair, the
+// simulator plays WeChat Pay with the other.
+/// The simulator's APIv3 key.
+pub const SIM_APIV3_KEY: &str = "a7cde1ef4e9a0ba9d5e3b2c1f0e9d8c7";
+/// The simulator merchant's private key (PKCS#8 PEM).
+pub const SIM_MCH_PRIVATE_KEY: &str = include_str!("v3/testdata/merchant_key.pem");
+/// Its public key: the simulator verifies the merchant's `Authorization` with it.
+pub const SIM_MCH_PUBLIC_KEY: &str = include_str!("v3/testdata/merchant_pub.pem");
+/// The simulator merchant's certificate serial.
+pub const SIM_MCH_CERT_SERIAL: &str = "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C";
+/// The simulator's WeChat Pay private key (signs its replies and notifications).
+pub const SIM_WECHATPAY_PRIVATE_KEY: &str = include_str!("v3/testdata/wechatpay_key.pem");
+/// The simulator's WeChat Pay public key and its id (what the app verifies with).
+pub const SIM_WECHATPAY_PUBLIC_KEY: &str = include_str!("v3/testdata/wechatpay_pub.pem");
+pub const SIM_WECHATPAY_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0112345678902025112700000000000001";
 
 /// Which WeChat Pay API the merchant speaks (`wxpay_api_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -851,7 +946,7 @@ impl ApiVersion {
 }
 
 /// How WeChat's APIv3 signatures are verified.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WechatVerification {
     /// The WeChat Pay public key (`wxpay_public_key`) under its id (`wxpay_public_key_id`,
     /// `PUB_KEY_ID_…`): merchants registered since 2024 have only this.
@@ -861,7 +956,7 @@ pub enum WechatVerification {
 }
 
 /// The APIv3 settings (`wxpay_api_version = v3`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct V3Config {
     /// Decrypts notifications and platform certificates; 32 bytes.
     pub apiv3_key: Secret,
@@ -873,6 +968,21 @@ pub struct V3Config {
 }
 
 impl V3Config {
+    /// The simulator's development keys (the merchant's private key only when `signs`).
+    pub fn simulator(signs: bool) -> V3Config {
+        let parse = "the simulator's development keys parse";
+        V3Config {
+            apiv3_key: Secret::new(SIM_APIV3_KEY),
+            mch_cert_serial: SIM_MCH_CERT_SERIAL.to_owned(),
+            merchant_key: signs
+                .then(|| crate::v3::sign::MerchantKey::from_pem(SIM_MCH_PRIVATE_KEY).expect(parse)),
+            verification: WechatVerification::PublicKey(crate::v3::verify::WechatPayKey {
+                id: SIM_WECHATPAY_PUBLIC_KEY_ID.to_owned(),
+                key: crate::v3::verify::PublicKey::from_pem(SIM_WECHATPAY_PUBLIC_KEY).expect(parse),
+            }),
+        }
+    }
+
     /// Reads the APIv3 variables, naming every problem and never a value. `signs`: whether the
     /// component signs requests (order, admin) and so needs the merchant private key and its
     /// serial; the notify route only verifies and decrypts.
@@ -884,6 +994,13 @@ impl V3Config {
         let apiv3_key = match read(source, WXPAY_APIV3_KEY) {
             None => {
                 problems.push(ConfigProblem::missing(WXPAY_APIV3_KEY));
+                None
+            }
+            Some(v) if v == SIM_APIV3_KEY => {
+                problems.push(ConfigProblem::new(
+                    WXPAY_APIV3_KEY,
+                    "is the published simulator value; set a private one in live mode",
+                ));
                 None
             }
             Some(v) if v.len() == crate::v3::aead::APIV3_KEY_LEN && v.is_ascii() => {
@@ -1117,11 +1234,14 @@ mod tests {
         let src = BTreeMap::new();
         assert_eq!(Mode::load(&src), Ok(Mode::Simulator));
         let m = MerchantConfig::load(&src).unwrap();
-        assert_eq!(m, MerchantConfig::simulator(SignType::Md5));
+        assert_eq!(
+            m,
+            MerchantConfig::simulator_for(SignType::Md5, ApiVersion::V2, Signing::Signs)
+        );
         assert_eq!(m.appid, SIM_APPID);
         assert_eq!(m.mch_id, SIM_MCH_ID);
-        assert_eq!(m.api_key.expose(), SIM_API_KEY);
-        assert_eq!(m.notify_url, "http://self.alt/api/wxpay/notify");
+        assert_eq!(m.api_key.as_ref().unwrap().expose(), SIM_API_KEY);
+        assert_eq!(m.notify_url, "https://self.alt/api/wxpay/notify");
         assert_eq!(
             m.url("/pay/unifiedorder"),
             "http://self.alt/_sim/pay/unifiedorder"
@@ -1246,7 +1366,7 @@ mod tests {
         assert_eq!(m.mode, Mode::Live);
         assert_eq!(m.appid, "wx1234567890abcdef");
         assert_eq!(m.mch_id, "1900000109");
-        assert_eq!(m.api_key.expose(), LIVE_API_KEY);
+        assert_eq!(m.api_key.as_ref().unwrap().expose(), LIVE_API_KEY);
         assert_eq!(m.sign_type, SignType::Md5);
         assert_eq!(m.notify_url, "https://shop.example.com/api/wxpay/notify");
         assert_eq!(m.mch_api, DEFAULT_MCH_API);
@@ -1621,7 +1741,7 @@ mod tests {
     fn v3(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut src = vars(&[
             (WXPAY_API_VERSION, "v3"),
-            (WXPAY_APIV3_KEY, "a7cde1ef4e9a0ba9d5e3b2c1f0e9d8c7"),
+            (WXPAY_APIV3_KEY, "b8def2f05f1b1cb0e6f4c3d2e1f0a9d8"),
             (WXPAY_MCH_PRIVATE_KEY, crate::v3::vectors::MERCHANT_KEY),
             (
                 WXPAY_MCH_CERT_SERIAL,
@@ -1712,7 +1832,7 @@ mod tests {
                 !text.contains("MIIsecret") && !text.contains(&secret_key[30..60]),
                 "{text}"
             );
-            assert!(!text.contains("a7cde1ef4e9a0ba9d5e3b2c1f0e9d8c7"), "{text}");
+            assert!(!text.contains("b8def2f05f1b1cb0e6f4c3d2e1f0a9d8"), "{text}");
         }
         // One of the pair alone.
         let mut src = v3(&[]);

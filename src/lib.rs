@@ -1,4 +1,4 @@
-//! Sans-IO core of spin-wxpay: WeChat Pay APIv2 for mini programs.
+//! Sans-IO core of spin-wxpay: WeChat Pay APIv2 and APIv3 for mini programs.
 //!
 //! Builds and parses bytes and decides state transitions; callers (the Spin components, the
 //! tests) perform the I/O. See `DESIGN.md` §3.
@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod money;
 pub mod order;
 pub mod pay_params;
+pub mod payment;
 pub mod secret;
 pub mod session;
 pub mod sim;

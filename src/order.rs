@@ -506,6 +506,10 @@ pub struct Order {
     /// used for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_type: Option<crate::v2::sign::SignType>,
+    /// An APIv3 order's `wx.requestPayment` parameters, signed once with its prepay id (an RSA
+    /// private-key operation costs milliseconds in Wasm): the re-sign route hands them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_params: Option<crate::pay_params::PayParams>,
     /// Unix seconds of the last orderquery (throttles `GET /api/orders/{no}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_at: Option<u64>,
@@ -602,6 +606,7 @@ impl Order {
             mode: new.mode,
             attach,
             sign_type: None,
+            pay_params: None,
             last_checked_at: None,
             events: Vec::new(),
         })

@@ -80,6 +80,45 @@ pub fn verify_pay_params(appid: &str, params: &PayParams, key: &Secret) -> bool 
         )
 }
 
+/// `signType` of APIv3 pay params.
+pub const RSA_SIGN_TYPE: &str = "RSA";
+
+/// APIv3 payment parameters for `prepay_id` (`signType: "RSA"`): one RSA private-key operation,
+/// so signed once per prepay id and stored with the order.
+pub fn v3_pay_params(
+    appid: &str,
+    prepay_id: &str,
+    key: &crate::v3::sign::MerchantKey,
+    now_unix: u64,
+    nonce: &str,
+) -> PayParams {
+    let time_stamp = now_unix.to_string();
+    let package = format!("prepay_id={prepay_id}");
+    let pay_sign = crate::v3::sign::pay_sign(key, appid, &time_stamp, nonce, &package);
+    PayParams {
+        time_stamp,
+        nonce_str: nonce.to_owned(),
+        package,
+        sign_type: RSA_SIGN_TYPE.to_owned(),
+        pay_sign,
+    }
+}
+
+/// Verifies an APIv3 `paySign` with the merchant's public key, as the WeChat client does
+/// (the simulator and tests).
+pub fn verify_v3_pay_params(
+    appid: &str,
+    params: &PayParams,
+    merchant_public_key: &crate::v3::verify::PublicKey,
+) -> bool {
+    let message = format!(
+        "{appid}\n{}\n{}\n{}\n",
+        params.time_stamp, params.nonce_str, params.package
+    );
+    params.sign_type == RSA_SIGN_TYPE
+        && merchant_public_key.verifies(message.as_bytes(), &params.pay_sign)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +175,29 @@ mod tests {
             names,
             ["nonceStr", "package", "paySign", "signType", "timeStamp"]
         );
+    }
+
+    #[test]
+    fn v4_rsa_pay_params_verify_with_the_merchant_public_key() {
+        use crate::v3::vectors::{MERCHANT_KEY, MERCHANT_PUB, text, vector};
+        let v = vector("V4_pay_sign_rsa");
+        let key = crate::v3::sign::MerchantKey::from_pem(MERCHANT_KEY).unwrap();
+        let prepay_id = text(&v, "package").replace("prepay_id=", "");
+        let p = v3_pay_params(
+            &text(&v, "appId"),
+            &prepay_id,
+            &key,
+            text(&v, "timeStamp").parse().unwrap(),
+            &text(&v, "nonceStr"),
+        );
+        assert_eq!(p.pay_sign, text(&v, "paySign"));
+        assert_eq!(p.sign_type, "RSA");
+        let public = crate::v3::verify::PublicKey::from_pem(MERCHANT_PUB).unwrap();
+        assert!(verify_v3_pay_params(&text(&v, "appId"), &p, &public));
+        let mut changed = p.clone();
+        changed.package = "prepay_id=wx2".into();
+        assert!(!verify_v3_pay_params(&text(&v, "appId"), &changed, &public));
+        assert!(!verify_v3_pay_params("wx0000000000000000", &p, &public));
     }
 
     #[test]

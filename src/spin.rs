@@ -33,10 +33,11 @@ use crate::config::{ALL_VARIABLES, ConfigProblem, ConfigProblems, Mode, Variable
 use crate::flows::log::{Field, Line};
 use crate::flows::notify::{self, NotifyOutcome};
 use crate::flows::{
-    Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, Refusal, Request, Response, Store, StoreError,
-    Transport, TransportError,
+    Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, OutboundRequest, Refusal, Request, Response,
+    Store, StoreError, Transport, TransportError,
 };
 use crate::sim::link::{Outbound, SimulatorLink};
+use crate::v3::verify::SignatureHeaders;
 
 // ---- Store --------------------------------------------------------------------------------------
 
@@ -126,11 +127,12 @@ pub const MAX_REPLY_BODY_BYTES: usize = crate::v2::xml::MAX_XML_BYTES;
 pub struct SpinTransport;
 
 impl SpinTransport {
-    async fn send(
+    async fn send_request(
         &self,
         method: Method,
         url: &str,
-        content_type: Option<&'static str>,
+        content_type: Option<&str>,
+        extra_headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<HttpReply, TransportError> {
         let invalid = || TransportError::Other("invalid request URL or header".into());
@@ -140,8 +142,14 @@ impl SpinTransport {
         } else {
             Scheme::Http
         };
-        let headers =
-            Fields::from_list(&body_fields(content_type, &body)).map_err(|_| invalid())?;
+        let mut fields = body_fields(content_type, &body);
+        fields.extend(
+            extra_headers
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("content-type"))
+                .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec())),
+        );
+        let headers = Fields::from_list(&fields).map_err(|_| invalid())?;
         let (contents, trailers) = outgoing_body(body);
         let (request, _sent) = WasiRequest::new(headers, contents, trailers, Some(timeouts()));
         request.set_method(&method).map_err(|()| invalid())?;
@@ -156,6 +164,15 @@ impl SpinTransport {
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.get_status_code();
+        let reply_headers = response
+            .get_headers()
+            .copy_all()
+            .into_iter()
+            .filter(|(name, _)| name.to_ascii_lowercase().starts_with("wechatpay-"))
+            .filter_map(|(name, value)| {
+                Some((name.to_ascii_lowercase(), String::from_utf8(value).ok()?))
+            })
+            .collect();
         let (result, result_reader) = wit_future::new(|| Ok(()));
         let (stream, trailers) = WasiResponse::consume_body(response, result_reader);
         let body = read_body(stream, trailers, MAX_REPLY_BODY_BYTES)
@@ -167,7 +184,11 @@ impl SpinTransport {
                 BodyError::Failed(e) => transport_error(&e),
             })?;
         drop(result);
-        Ok(HttpReply { status, body })
+        Ok(HttpReply {
+            status,
+            headers: reply_headers,
+            body,
+        })
     }
 }
 
@@ -215,11 +236,30 @@ fn transport_error(e: &ErrorCode) -> TransportError {
 impl Transport for SpinTransport {
     async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
         let xml = Some("text/xml; charset=utf-8");
-        self.send(Method::Post, url, xml, body.into_bytes()).await
+        self.send_request(Method::Post, url, xml, &[], body.into_bytes())
+            .await
     }
 
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
-        self.send(Method::Get, url, None, Vec::new()).await
+        self.send_request(Method::Get, url, None, &[], Vec::new())
+            .await
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        let method = match request.method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            _ => return Err(TransportError::Other("unsupported method".into())),
+        };
+        let content_type = request.header("content-type");
+        self.send_request(
+            method,
+            &request.url,
+            content_type,
+            &request.headers,
+            request.body.clone(),
+        )
+        .await
     }
 }
 
@@ -600,6 +640,7 @@ async fn read_request(
         authorization: text("authorization"),
         client_addr: text("spin-client-addr"),
         content_type: text("content-type"),
+        wechatpay: crate::v3::verify::SignatureHeaders::from_lookup(|name| field(&headers, name)),
     };
     Ok(Incoming {
         method,
@@ -624,6 +665,12 @@ pub fn into_http(response: Response, simulator: bool) -> Result<HttpResponse, Er
         fields.push((MODE_HEADER.to_owned(), b"simulator".to_vec()));
     }
     fields.extend(body_fields(Some(response.content_type), &response.body));
+    fields.extend(
+        response
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec())),
+    );
     let headers = Fields::from_list(&fields).map_err(|_| refused("headers"))?;
     let (contents, trailers) = outgoing_body(response.body);
     let (http_response, _sent) = WasiResponse::new(headers, contents, trailers);
@@ -780,24 +827,28 @@ where
     A: Into<Answer>,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
 {
-    serve_with(component, req, |r: Refusal| r.response(), handler).await
+    serve_with(component, req, |r: Refusal, _| r.response(), handler).await
 }
 
 /// Runs one request through the notify route's handler: [`serve_with`] answering a refusal
-/// (body too large, variables unreadable) with WeChat's FAIL XML ([`notify::refuse`]).
+/// (body too large, variables unreadable) with WeChat's failure answer in the notification's
+/// dialect ([`notify::refuse`]: APIv2's FAIL XML, APIv3's 4xx/5xx).
 pub async fn serve_notify<A, H>(req: HttpRequest, handler: H) -> Result<HttpResponse, ErrorCode>
 where
     A: Into<Answer>,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
 {
-    serve_with("notify", req, |r: Refusal| notify::refuse(&r), handler).await
+    let refuse = |r: Refusal, wechatpay: Option<&SignatureHeaders>| {
+        notify::refuse(&r, notify::Dialect::of(wechatpay))
+    };
+    serve_with("notify", req, refuse, handler).await
 }
 
 /// Runs one request through a component's handler: reads it ([`read_request`]), loads the
 /// [`variables`] (a failure is [`Refusal::Config`]), calls `handler`, logs one line
 /// (JSON: `log`, `component`, `method`, `route`, `status`, `outcome`, `latency_ms`,
 /// `order_no`...) and converts the answer. A
-/// refusal is answered by `refuse`.
+/// refusal is answered by `refuse` (given the request's `Wechatpay-*` headers, if any).
 pub async fn serve_with<A, R, F, H>(
     component: &str,
     req: HttpRequest,
@@ -807,7 +858,7 @@ pub async fn serve_with<A, R, F, H>(
 where
     A: Into<Answer>,
     R: Into<Answer>,
-    F: FnOnce(Refusal) -> R,
+    F: FnOnce(Refusal, Option<&SignatureHeaders>) -> R,
     H: AsyncFnOnce(&Incoming, &'static SpinVariables) -> A,
 {
     let started = std::time::Instant::now();
@@ -819,11 +870,13 @@ where
     let route = field(&headers, "spin-matched-route")
         .unwrap_or("?")
         .to_owned();
+    // A refusal before the request is read still answers in the caller's dialect.
+    let wechatpay = SignatureHeaders::from_lookup(|name| field(&headers, name));
     let mut simulator = false;
     let answer: Answer = match read_request(req, method.clone(), headers).await {
-        Err(refused) => refuse(refused).into(),
+        Err(refused) => refuse(refused, wechatpay.as_ref()).into(),
         Ok(incoming) => match variables().await {
-            Err(problems) => refuse(Refusal::Config(problems)).into(),
+            Err(problems) => refuse(Refusal::Config(problems), wechatpay.as_ref()).into(),
             Ok(vars) => {
                 simulator = Mode::load(vars) == Ok(Mode::Simulator);
                 warn_if_simulated(component, vars);

@@ -476,7 +476,10 @@ where
     let merchant = &env.config.merchant;
     let before = order.clone();
     let at = rfc3339(now);
-    let outcome = match wechat::query(&env.transport, &env.nonce, merchant, &order.order_no).await {
+    let outcome = match wechat::Wechat::new(env, merchant)
+        .query(&order.order_no)
+        .await
+    {
         Err(e)
             if e.err_code() == Some(&ErrCode::OrderNotExist) && order.status == Status::Created =>
         {
@@ -533,12 +536,17 @@ async fn close_at_wechat<S, T, C, N>(
     now: u64,
 ) -> Settled
 where
+    S: Store,
     T: Transport,
+    C: Clock,
     N: Nonce,
 {
     let merchant = &env.config.merchant;
     let at = rfc3339(now);
-    match wechat::close(&env.transport, &env.nonce, merchant, &order.order_no).await {
+    match wechat::Wechat::new(env, merchant)
+        .close(&order.order_no)
+        .await
+    {
         Ok(()) => close_here(
             order,
             &at,
@@ -549,7 +557,10 @@ where
             Some(ErrCode::OrderNotExist) => close_here(order, &at, "closeorder: ORDERNOTEXIST"),
             Some(ErrCode::OrderPaid) => {
                 // Paid in the meantime: ask again for the payment's details.
-                match wechat::query(&env.transport, &env.nonce, merchant, &order.order_no).await {
+                match wechat::Wechat::new(env, merchant)
+                    .query(&order.order_no)
+                    .await
+                {
                     Ok(answer) => match wechat::apply_query(order, &answer, now) {
                         QueryEffect::Paid => Settled::Paid,
                         QueryEffect::Closed => Settled::Closed,

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
-use super::{Clock, HttpReply, Nonce, Store, StoreError, Transport, TransportError};
+use super::{
+    Clock, HttpReply, Nonce, OutboundRequest, Store, StoreError, Transport, TransportError,
+};
 use crate::config::{LoginConfig, MerchantConfig};
 use crate::order::{Order, Product, order_key, product_key};
 use crate::v2::Params;
@@ -185,6 +187,14 @@ pub enum Fault {
     ForeignMchId,
     /// orderquery answers this trade_state this once (no payment fields unless SUCCESS).
     State(&'static str),
+    /// APIv3: the reply is signed `secs` away from the request's time.
+    Skewed(i64),
+    /// APIv3: the reply carries a `WECHATPAY/SIGNTEST/` probe signature.
+    SignTest,
+    /// APIv3: the reply is signed under a serial nobody configured.
+    UnknownSerial,
+    /// APIv3: the reply has no `Wechatpay-*` headers.
+    Unsigned,
 }
 
 /// A trade as WeChat knows it.
@@ -211,6 +221,10 @@ pub struct FakeWechat {
     pub trades: RefCell<HashMap<String, Trade>>,
     /// js_code → JSON reply.
     pub codes: RefCell<HashMap<String, String>>,
+    /// How APIv3 replies are signed.
+    pub v3_signer: RefCell<V3Signer>,
+    /// The platform certificates `GET /v3/certificates` lists (PEM).
+    pub v3_listed: RefCell<Vec<&'static str>>,
 }
 
 pub const PAID_TIME_END: &str = "20240501160312";
@@ -224,6 +238,8 @@ impl FakeWechat {
             faults: RefCell::default(),
             trades: RefCell::default(),
             codes: RefCell::default(),
+            v3_signer: RefCell::new(V3Signer::public_key()),
+            v3_listed: RefCell::new(vec![V3Signer::PLATFORM_CERT]),
         }
     }
 
@@ -281,7 +297,11 @@ impl FakeWechat {
 
     fn signed(&self, fields: Vec<(String, String)>) -> Vec<u8> {
         let mut p: Params = fields.into_iter().collect();
-        sign_in_place(&mut p, &self.merchant.api_key, self.merchant.sign_type);
+        sign_in_place(
+            &mut p,
+            self.merchant.v2_key().unwrap(),
+            self.merchant.sign_type,
+        );
         xml::write(&p).into_bytes()
     }
 
@@ -328,12 +348,18 @@ impl FakeWechat {
     }
 
     fn pay_api(&self, url: &str, body: &str) -> Result<HttpReply, TransportError> {
-        let ok = |body: Vec<u8>| Ok(HttpReply { status: 200, body });
+        let ok = |body: Vec<u8>| {
+            Ok(HttpReply {
+                headers: Vec::new(),
+                status: 200,
+                body,
+            })
+        };
         let Ok(params) = xml::read(body.as_bytes()) else {
             return ok(Self::return_fail("XML_FORMAT_ERROR"));
         };
         // Like WeChat: verify our signature with the merchant key.
-        if verify(&params, &self.merchant.api_key).is_err() {
+        if verify(&params, self.merchant.v2_key().unwrap()).is_err() {
             return ok(Self::return_fail("签名错误"));
         }
         assert_eq!(params["appid"], self.merchant.appid);
@@ -348,6 +374,7 @@ impl FakeWechat {
             Some(Fault::Denied) => return Err(TransportError::Denied),
             Some(Fault::Http(status)) => {
                 return Ok(HttpReply {
+                    headers: Vec::new(),
                     status: *status,
                     body: b"busy".to_vec(),
                 });
@@ -423,6 +450,7 @@ impl FakeWechat {
             return ok(self.reply(&[], refuse.map(Fault::Refuse).as_ref()));
         }
         Ok(HttpReply {
+            headers: Vec::new(),
             status: 404,
             body: Vec::new(),
         })
@@ -456,9 +484,306 @@ impl FakeWechat {
                 .unwrap_or_else(|| r#"{"errcode":40029,"errmsg":"invalid code"}"#.to_owned())
         };
         Ok(HttpReply {
+            headers: Vec::new(),
             status: 200,
             body: body.into_bytes(),
         })
+    }
+}
+
+// ---- Fake WeChat Pay APIv3 --------------------------------------------------------------------------
+
+/// Fault keys of the APIv3 routes (see [`FakeWechat::fault`]).
+pub const V3_JSAPI: &str = crate::v3::api::JSAPI_PATH;
+pub const V3_QUERY: &str = "/v3/query";
+pub const V3_CLOSE: &str = "/v3/close";
+pub const V3_CERTIFICATES: &str = crate::v3::certificates::CERTIFICATES_PATH;
+
+/// The key and serial the fake WeChat signs its APIv3 replies with (the vectors' throw-away
+/// keys, `src/v3/testdata/`).
+pub struct V3Signer {
+    pub serial: String,
+    pub key: crate::v3::sign::MerchantKey,
+}
+
+impl V3Signer {
+    pub const PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0112345678902025112700000000000001";
+    pub const WECHATPAY_KEY: &str = include_str!("../v3/testdata/wechatpay_key.pem");
+    pub const WECHATPAY_PUB: &str = include_str!("../v3/testdata/wechatpay_pub.pem");
+    pub const PLATFORM_CERT: &str = include_str!("../v3/testdata/wechatpay_platform_cert.pem");
+    pub const PLATFORM_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+    pub const ROTATED_CERT: &str = include_str!("../v3/testdata/wechatpay_rotated_cert.pem");
+    pub const ROTATED_KEY: &str = include_str!("../v3/testdata/wechatpay_rotated_key.pem");
+    pub const ROTATED_SERIAL: &str = "6E2A91C4D07B35F8A1C0E9D2B4F6A8C0E2D4F6A8";
+
+    fn new(serial: &str, pem: &str) -> Self {
+        Self {
+            serial: serial.to_owned(),
+            key: crate::v3::sign::MerchantKey::from_pem(pem).unwrap(),
+        }
+    }
+
+    /// The WeChat Pay public key (`PUB_KEY_ID_…`).
+    pub fn public_key() -> Self {
+        Self::new(Self::PUBLIC_KEY_ID, Self::WECHATPAY_KEY)
+    }
+
+    /// The platform certificate of vector V5 (the same key pair).
+    pub fn platform() -> Self {
+        Self::new(Self::PLATFORM_SERIAL, Self::WECHATPAY_KEY)
+    }
+
+    /// A newer platform certificate with its own key (a rotation).
+    pub fn rotated() -> Self {
+        Self::new(Self::ROTATED_SERIAL, Self::ROTATED_KEY)
+    }
+
+    /// Signs `body` as WeChat signs a reply or notification at `timestamp`.
+    pub fn sign(&self, timestamp: u64, body: &[u8]) -> crate::v3::verify::SignatureHeaders {
+        crate::v3::sign::wechatpay_headers(
+            &self.key,
+            &self.serial,
+            timestamp,
+            "fakewechatnonce0fakewechatnonce0",
+            body,
+        )
+    }
+}
+
+impl FakeWechat {
+    /// A signed APIv3 reply at `timestamp`, as `fault` may spoil it.
+    fn v3_reply(
+        &self,
+        status: u16,
+        body: String,
+        timestamp: u64,
+        fault: Option<&Fault>,
+    ) -> HttpReply {
+        let signer = self.v3_signer.borrow();
+        let timestamp = match fault {
+            Some(Fault::Skewed(secs)) => timestamp.saturating_add_signed(*secs),
+            _ => timestamp,
+        };
+        let mut headers = signer.sign(timestamp, body.as_bytes());
+        match fault {
+            Some(Fault::BadSignature) => {
+                headers.signature = V3Signer::rotated()
+                    .sign(timestamp, body.as_bytes())
+                    .signature;
+            }
+            Some(Fault::SignTest) => {
+                headers.signature = format!("WECHATPAY/SIGNTEST/{}", headers.signature);
+            }
+            Some(Fault::UnknownSerial) => {
+                headers.serial = "PUB_KEY_ID_0000000000000000000000000000000000000".into()
+            }
+            _ => {}
+        }
+        let headers = if fault == Some(&Fault::Unsigned) {
+            Vec::new()
+        } else {
+            headers
+                .to_headers()
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect()
+        };
+        HttpReply {
+            status,
+            headers,
+            body: body.into_bytes(),
+        }
+    }
+
+    fn v3_error(
+        &self,
+        status: u16,
+        code: &str,
+        timestamp: u64,
+        fault: Option<&Fault>,
+    ) -> HttpReply {
+        let body = serde_json::json!({"code": code, "message": format!("fake {code}")}).to_string();
+        self.v3_reply(status, body, timestamp, fault)
+    }
+
+    /// The transaction JSON of a trade, as a query answers it.
+    pub fn v3_transaction(&self, order_no: &str, trade: &Trade, mchid: &str) -> String {
+        let mut t = serde_json::json!({
+            "appid": self.merchant.appid,
+            "mchid": mchid,
+            "out_trade_no": order_no,
+            "trade_state": trade.state,
+            "trade_type": "JSAPI",
+            "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+            "amount": {"total": trade.total_fee, "currency": "CNY"},
+        });
+        if trade.state == "SUCCESS" || trade.state == "REFUND" {
+            t["transaction_id"] = trade.transaction_id.clone().into();
+            let at = crate::time::parse_beijing_compact(&trade.time_end).unwrap();
+            t["success_time"] = crate::time::rfc3339_beijing(at).into();
+        }
+        t.to_string()
+    }
+
+    /// WeChat Pay APIv3: checks our `Authorization` with the merchant's public key (401
+    /// `SIGN_ERROR` otherwise) and the headers WeChat requires, then answers signed.
+    fn v3_api(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        let path_and_query = request
+            .url
+            .strip_prefix(&self.merchant.mch_api)
+            .expect("an APIv3 request to the merchant API")
+            .to_owned();
+        let v3 = self.merchant.v3.as_ref().expect("an APIv3 merchant");
+        assert_eq!(request.header("accept"), Some("application/json"));
+        assert!(request.header("user-agent").is_some_and(|u| !u.is_empty()));
+        let auth = request.header("authorization").unwrap_or("");
+        let params: HashMap<&str, &str> = auth
+            .strip_prefix("WECHATPAY2-SHA256-RSA2048 ")
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k, v.trim_matches('"')))
+            })
+            .collect();
+        let timestamp: u64 = params
+            .get("timestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let body = String::from_utf8(request.body.clone()).unwrap();
+        let message = crate::v3::sign::request_message(
+            request.method,
+            &path_and_query,
+            timestamp,
+            params.get("nonce_str").copied().unwrap_or(""),
+            &body,
+        );
+        let merchant_public =
+            crate::v3::verify::PublicKey::from_pem(include_str!("../v3/testdata/merchant_pub.pem"))
+                .unwrap();
+        let signed_ok = params.get("mchid") == Some(&self.merchant.mch_id.as_str())
+            && params.get("serial_no") == Some(&v3.mch_cert_serial.as_str())
+            && merchant_public.verifies(message.as_bytes(), params.get("signature").unwrap_or(&""));
+        if !signed_ok {
+            return Ok(self.v3_error(401, "SIGN_ERROR", timestamp, None));
+        }
+        let path = path_and_query.split('?').next().unwrap_or("").to_owned();
+        let tx_prefix = "/v3/pay/transactions/out-trade-no/";
+        let (fault_key, order_no) = if path == V3_JSAPI {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (
+                V3_JSAPI,
+                v["out_trade_no"].as_str().unwrap_or("").to_owned(),
+            )
+        } else if path == V3_CERTIFICATES {
+            (V3_CERTIFICATES, String::new())
+        } else if let Some(rest) = path.strip_prefix(tx_prefix) {
+            match rest.strip_suffix("/close") {
+                Some(no) => (V3_CLOSE, no.to_owned()),
+                None => (V3_QUERY, rest.to_owned()),
+            }
+        } else {
+            return Ok(self.v3_error(404, "NOT_FOUND", timestamp, None));
+        };
+        let fault = self.take_fault(fault_key, &order_no);
+        match &fault {
+            Some(Fault::Timeout) => return Err(TransportError::Timeout),
+            Some(Fault::Unreachable) => {
+                return Err(TransportError::Unreachable("connection refused".into()));
+            }
+            Some(Fault::Denied) => return Err(TransportError::Denied),
+            Some(Fault::Http(status)) => return Ok(HttpReply::new(*status, b"busy".to_vec())),
+            Some(Fault::Refuse(code)) => {
+                let status = match *code {
+                    "OUT_TRADE_NO_USED" | "NO_AUTH" => 403,
+                    "ORDER_NOT_EXIST" => 404,
+                    "FREQUENCY_LIMITED" => 429,
+                    "SYSTEM_ERROR" => 500,
+                    _ => 400,
+                };
+                return Ok(self.v3_error(status, code, timestamp, fault.as_ref()));
+            }
+            _ => {}
+        }
+        let f = fault.as_ref();
+        match fault_key {
+            V3_JSAPI => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["appid"], self.merchant.appid.as_str());
+                assert_eq!(v["mchid"], self.merchant.mch_id.as_str());
+                assert_eq!(v["notify_url"], self.merchant.notify_url.as_str());
+                assert_eq!(v["amount"]["currency"], "CNY");
+                let total = v["amount"]["total"].as_u64().unwrap();
+                self.trades
+                    .borrow_mut()
+                    .entry(order_no.clone())
+                    .or_insert(Trade {
+                        state: "NOTPAY".into(),
+                        total_fee: total,
+                        transaction_id: format!("4200{order_no}"),
+                        time_end: PAID_TIME_END.into(),
+                    });
+                let reply = serde_json::json!({"prepay_id": format!("wx{order_no}")}).to_string();
+                Ok(self.v3_reply(200, reply, timestamp, f))
+            }
+            V3_QUERY => {
+                let trade = self.trades.borrow().get(&order_no).cloned();
+                let Some(mut trade) = trade else {
+                    return Ok(self.v3_error(404, "ORDER_NOT_EXIST", timestamp, f));
+                };
+                if let Some(Fault::State(state)) = f {
+                    trade.state = (*state).into();
+                }
+                let mchid = if f == Some(&Fault::ForeignMchId) {
+                    "19999999"
+                } else {
+                    self.merchant.mch_id.as_str()
+                };
+                let reply = self.v3_transaction(&order_no, &trade, mchid);
+                Ok(self.v3_reply(200, reply, timestamp, f))
+            }
+            V3_CLOSE => {
+                let mut trades = self.trades.borrow_mut();
+                let refusal = match trades.get_mut(&order_no) {
+                    None => Some((404, "ORDER_NOT_EXIST")),
+                    Some(t) if t.state == "SUCCESS" => Some((400, "ORDERPAID")),
+                    Some(t) => {
+                        t.state = "CLOSED".into();
+                        None
+                    }
+                };
+                drop(trades);
+                Ok(match refusal {
+                    Some((status, code)) => self.v3_error(status, code, timestamp, f),
+                    None => self.v3_reply(204, String::new(), timestamp, f),
+                })
+            }
+            _ => {
+                let key = &v3.apiv3_key;
+                let data: Vec<serde_json::Value> = self
+                    .v3_listed
+                    .borrow()
+                    .iter()
+                    .map(|pem| {
+                        let cert = crate::v3::certificates::PlatformCertificate::from_pem(pem).unwrap();
+                        let nonce = "fakecertnonc";
+                        serde_json::json!({
+                            "serial_no": cert.serial,
+                            "effective_time": "2026-12-01T00:00:00+08:00",
+                            "expire_time": "2036-11-28T00:00:00+08:00",
+                            "encrypt_certificate": {
+                                "algorithm": "AEAD_AES_256_GCM",
+                                "nonce": nonce,
+                                "associated_data": "certificate",
+                                "ciphertext": crate::v3::aead::encrypt(key, nonce, "certificate", pem.as_bytes()).unwrap(),
+                            }
+                        })
+                    })
+                    .collect();
+                let reply = serde_json::json!({ "data": data }).to_string();
+                Ok(self.v3_reply(200, reply, timestamp, f))
+            }
+        }
     }
 }
 
@@ -484,10 +809,15 @@ impl Transport for FakeWechat {
         {
             self.jscode2session(url)
         } else {
-            Ok(HttpReply {
-                status: 404,
-                body: Vec::new(),
-            })
+            Ok(HttpReply::new(404, Vec::new()))
         }
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        self.sent.borrow_mut().push(Sent {
+            url: request.url.clone(),
+            body: String::from_utf8(request.body.clone()).unwrap(),
+        });
+        self.v3_api(request)
     }
 }

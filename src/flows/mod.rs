@@ -23,7 +23,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::{
-    AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, Mode, SessionConfig, VariableSource,
+    AdminConfig, ConfigProblems, LoginConfig, MerchantConfig, Mode, SessionConfig, Signing,
+    VariableSource,
 };
 use crate::ledger::{self, Facts, PaidFact};
 use crate::order::{Order, Product, Status, order_key, product_key};
@@ -65,7 +66,54 @@ pub trait Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpReply {
     pub status: u16,
+    /// Header names lowercased; APIv3 replies are verified by their `wechatpay-*` headers.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// A reply without headers (APIv2 and the login API read only the body).
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Wechatpay-*` signature headers, when the reply carries a signature.
+    pub fn wechatpay_signature(&self) -> Option<crate::v3::verify::SignatureHeaders> {
+        crate::v3::verify::SignatureHeaders::from_lookup(|name| self.header(name))
+    }
+}
+
+/// An outbound request with its own headers: APIv3 calls (JSON with the merchant's
+/// `Authorization`) and the simulator's APIv3 notifications (JSON with `Wechatpay-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    pub method: &'static str,
+    pub url: String,
+    /// Header names as sent; `Content-Type` among them when there is a body.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl OutboundRequest {
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why an outbound request got no reply. Implementations must never put a URL or a request
@@ -90,6 +138,8 @@ pub trait Transport {
     async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError>;
     /// `GET url`.
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError>;
+    /// Any request with its headers (APIv3).
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError>;
 }
 
 /// The time (the core itself never reads a clock).
@@ -125,6 +175,9 @@ impl<T: Transport + ?Sized> Transport for &T {
     }
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
         (**self).get(url).await
+    }
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        (**self).send(request).await
     }
 }
 
@@ -192,9 +245,21 @@ pub struct ShopConfig {
 }
 
 impl ShopConfig {
+    /// For the `order` component, which signs APIv3 requests.
     pub fn load<V: VariableSource + ?Sized>(source: &V) -> Result<Self, ConfigProblems> {
-        merge(MerchantConfig::load(source), SessionConfig::load(source))
-            .map(|(merchant, session)| Self { merchant, session })
+        Self::load_for(source, Signing::Signs)
+    }
+
+    /// For a component that `signing` says signs or not (`pay-sign` does not).
+    pub fn load_for<V: VariableSource + ?Sized>(
+        source: &V,
+        signing: Signing,
+    ) -> Result<Self, ConfigProblems> {
+        merge(
+            MerchantConfig::load_for(source, signing),
+            SessionConfig::load(source),
+        )
+        .map(|(merchant, session)| Self { merchant, session })
     }
 }
 
@@ -245,6 +310,9 @@ pub struct Request {
     pub client_addr: Option<String>,
     /// The `Content-Type` header value, as received (JSON routes refuse a non-JSON one: 415).
     pub content_type: Option<String>,
+    /// The `Wechatpay-*` headers of an APIv3 notification (present when `Wechatpay-Signature`
+    /// is).
+    pub wechatpay: Option<crate::v3::verify::SignatureHeaders>,
 }
 
 impl Request {
@@ -281,6 +349,8 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    /// Headers besides `Content-Type` (the simulator's APIv3 replies carry `Wechatpay-*`).
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 
@@ -289,6 +359,7 @@ impl fmt::Debug for Response {
         f.debug_struct("Response")
             .field("status", &self.status)
             .field("content_type", &self.content_type)
+            .field("headers", &self.headers)
             .field("body", &String::from_utf8_lossy(&self.body))
             .finish()
     }
@@ -301,6 +372,7 @@ impl Response {
             Ok(body) => Response {
                 status,
                 content_type: JSON,
+                headers: Vec::new(),
                 body,
             },
             Err(e) => Response::error(500, "internal", format!("cannot encode the answer: {e}")),
@@ -328,6 +400,7 @@ impl Response {
         Response {
             status,
             content_type: JSON,
+            headers: Vec::new(),
             body: serde_json::to_vec(&body).unwrap_or_default(),
         }
     }
@@ -337,6 +410,7 @@ impl Response {
         Response {
             status: 204,
             content_type: JSON,
+            headers: Vec::new(),
             body: Vec::new(),
         }
     }
@@ -347,6 +421,7 @@ impl Response {
         Response {
             status: 200,
             content_type: crate::v2::notify::REPLY_CONTENT_TYPE,
+            headers: Vec::new(),
             body: body.into().into_bytes(),
         }
     }

@@ -3,20 +3,20 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::wechat::{self, CallError};
+use super::wechat::{self, CallError, PreparedOrder, Wechat, WechatError};
 use super::{
     ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
-    authenticate, fresh_nonce, json_request, load_product, owned_order, record_learned, save_base,
+    authenticate, json_request, load_product, owned_order, record_learned, save_base,
 };
-use crate::config::quote;
+use crate::config::{ApiVersion, quote};
 use crate::ledger;
 use crate::order::{
     MAX_QUANTITY, NewOrder, NewOrderError, Order, OrderView, Status, Trigger, new_order_no,
     valid_sku,
 };
-use crate::pay_params::{PayParams, pay_params};
-use crate::time::{beijing_compact, rfc3339};
-use crate::v2::api::{self, PREPAY_TTL_SECS, ReplyError, Retry, UnifiedOrder};
+use crate::pay_params::PayParams;
+use crate::time::rfc3339;
+use crate::v2::api::{PREPAY_TTL_SECS, ReplyError, Retry};
 
 /// Unified order attempts in all: SYSTEMERROR, a 5xx and an unreachable host are retried with
 /// identical bytes (same nonce, same out_trade_no, so WeChat answers the same prepay_id).
@@ -144,15 +144,15 @@ enum UnifiedOutcome {
     Busy,
     Unreachable(CallError),
     Denied,
+    /// Our side failed (the store, or no key to sign with).
+    Failed(ApiError),
 }
 
-async fn unified_order<T: Transport, C: Clock>(
-    transport: &T,
+async fn unified_order<S: Store, T: Transport, C: Clock, N: Nonce>(
+    wechat: &Wechat<'_, S, T, C, N>,
     clock: &C,
-    config: &ShopConfig,
-    request: &api::ApiRequest,
+    prepared: &PreparedOrder,
 ) -> UnifiedOutcome {
-    let merchant = &config.merchant;
     let mut last = UnifiedOutcome::Busy;
     let mut timeouts = 0;
     let started = clock.now_unix();
@@ -160,31 +160,28 @@ async fn unified_order<T: Transport, C: Clock>(
         if attempt > 0 && clock.now_unix().saturating_sub(started) >= UNIFIED_ORDER_BUDGET_SECS {
             return last;
         }
-        let body = match wechat::post(transport, merchant, request).await {
-            Ok(body) => body,
-            Err(CallError::Denied) => return UnifiedOutcome::Denied,
-            Err(CallError::HttpStatus(s)) if s >= 500 => {
+        let error = match wechat.send_order(prepared).await {
+            Ok(prepay_id) => return UnifiedOutcome::Prepay(prepay_id),
+            Err(e) => e,
+        };
+        match error {
+            WechatError::Call(CallError::Denied) => return UnifiedOutcome::Denied,
+            WechatError::Call(CallError::HttpStatus(s)) if s >= 500 => {
                 last = UnifiedOutcome::Busy;
-                continue;
             }
-            Err(e @ CallError::HttpStatus(_)) => return UnifiedOutcome::Untrusted(e.to_string()),
-            Err(e @ CallError::Timeout) => {
+            WechatError::Call(e @ CallError::HttpStatus(_)) => {
+                return UnifiedOutcome::Untrusted(e.to_string());
+            }
+            WechatError::Call(e @ CallError::Timeout) => {
                 timeouts += 1;
                 if timeouts >= UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
                     return UnifiedOutcome::Unreachable(e);
                 }
                 last = UnifiedOutcome::Unreachable(e);
-                continue;
             }
-            Err(e) => {
-                last = UnifiedOutcome::Unreachable(e);
-                continue;
-            }
-        };
-        match api::parse_unified_order_reply(merchant, &body) {
-            Ok(prepay) => return UnifiedOutcome::Prepay(prepay.prepay_id),
-            Err(e) if e.is_retryable() => last = UnifiedOutcome::Busy,
-            Err(ReplyError::Refused {
+            WechatError::Call(e) => last = UnifiedOutcome::Unreachable(e),
+            WechatError::Reply(e) if e.is_retryable() => last = UnifiedOutcome::Busy,
+            WechatError::Reply(ReplyError::Refused {
                 err_code,
                 err_code_des,
             }) => {
@@ -202,13 +199,25 @@ async fn unified_order<T: Transport, C: Clock>(
                     }
                 };
             }
-            Err(ReplyError::CallFailed { return_msg }) => {
+            WechatError::Reply(ReplyError::CallFailed { return_msg }) => {
                 return UnifiedOutcome::Refused {
                     reason: format!("return_code FAIL: {return_msg}"),
                     message: format!("WeChat Pay refused the call: {return_msg}"),
                 };
             }
-            Err(e) => return UnifiedOutcome::Untrusted(e.to_string()),
+            WechatError::Store(e) => return UnifiedOutcome::Failed(e),
+            WechatError::Unsigned(why) => {
+                return UnifiedOutcome::Failed(ApiError::new(500, "internal", why));
+            }
+            e @ (WechatError::Reply(_)
+            | WechatError::Request(_)
+            | WechatError::WrongOrder
+            | WechatError::Untrusted(_)) => {
+                return UnifiedOutcome::Untrusted(match e {
+                    WechatError::Untrusted(why) => why,
+                    other => other.to_string(),
+                });
+            }
         }
     }
     last
@@ -270,40 +279,25 @@ where
         NewOrderError::InactiveProduct => unknown_sku(&input.sku),
         other => ApiError::new(500, "internal", other.to_string()),
     })?;
-    // WeChat signs this order's notification with the type its unified order used.
-    order.sign_type = Some(merchant.sign_type);
+    let wechat = Wechat::new(env, merchant);
+    if merchant.api_version == ApiVersion::V2 {
+        // WeChat signs this order's notification with the type its unified order used.
+        order.sign_type = Some(merchant.sign_type);
+    }
 
-    // Build the signed request first (pure), so that nothing is stored for a request that
+    // Build (and sign) the request first, so that nothing is stored for a request that
     // cannot be sent.
     let expires_at = now.saturating_add(PREPAY_TTL_SECS);
-    let time_expire = beijing_compact(expires_at);
     let ip = client_ip(request.client_addr.as_deref());
-    let unified = api::unified_order_request(
-        merchant,
-        &UnifiedOrder {
-            out_trade_no: &order.order_no,
-            body: &order.description,
-            total_fee: order.total_fee,
-            spbill_create_ip: &ip,
-            openid: &order.openid,
-            time_expire: Some(&time_expire),
-            attach: order.attach.as_deref(),
-        },
-        &fresh_nonce(&env.nonce),
-    )
-    .map_err(|e| {
-        ApiError::new(
-            500,
-            "internal",
-            format!("cannot build the unified order: {e}"),
-        )
-    })?;
+    let prepared = wechat
+        .prepare_order(&order, &ip, expires_at)
+        .map_err(|e| ApiError::new(500, "internal", format!("cannot build the order: {e}")))?;
 
     // Stored CREATED before WeChat hears of it: a crash after the call leaves a record that
     // reconcile can settle.
     save_base(&env.store, &order, None).await?;
 
-    match unified_order(&env.transport, &env.clock, &env.config, &unified).await {
+    match unified_order(&wechat, &env.clock, &prepared).await {
         UnifiedOutcome::Prepay(prepay_id) => {
             let trigger = Trigger::PrepayObtained {
                 prepay_id: prepay_id.clone(),
@@ -312,15 +306,12 @@ where
             let _ = order
                 .apply(trigger, &rfc3339(now))
                 .map_err(|e| ApiError::new(502, "wechat_reply_untrusted", e.to_string()))?;
+            let params = wechat.pay_params(&prepay_id, now)?;
+            if merchant.api_version == ApiVersion::V3 {
+                // Signed once (an RSA private-key operation); the re-sign route hands it back.
+                order.pay_params = Some(params.clone());
+            }
             save_base(&env.store, &order, Some(Status::Created)).await?;
-            let params = pay_params(
-                &merchant.appid,
-                &prepay_id,
-                &merchant.api_key,
-                merchant.sign_type,
-                now,
-                &fresh_nonce(&env.nonce),
-            );
             Ok(Response::json(
                 201,
                 &Created {
@@ -369,6 +360,7 @@ where
             "outbound_denied",
             CallError::Denied.to_string(),
         )),
+        UnifiedOutcome::Failed(e) => Err(e),
     }
 }
 
@@ -416,7 +408,7 @@ where
     }
     if order.query_due(now) {
         let merchant = &env.config.merchant;
-        if let Ok(reply) = wechat::query(&env.transport, &env.nonce, merchant, order_no).await {
+        if let Ok(reply) = Wechat::new(env, merchant).query(order_no).await {
             let loaded = order.clone();
             wechat::apply_query(&mut order, &reply, now);
             // A failed write still answers what WeChat said; the next GET asks again.

@@ -51,12 +51,24 @@ where
             "the payment window of this order has expired; create a new order",
         ));
     };
+    // An APIv3 order's params were signed once with its prepay id: handed back as they are
+    // (no RSA private-key operation per request).
+    if let Some(stored) = &order.pay_params {
+        return Ok(Response::json(200, stored));
+    }
     let merchant = &env.config.merchant;
+    let key = merchant.v2_key().map_err(|e| {
+        ApiError::new(
+            503,
+            "config_error",
+            format!("this APIv2 order cannot be re-signed: {e}"),
+        )
+    })?;
     let params = pay_params::pay_params(
         &merchant.appid,
         prepay_id,
-        &merchant.api_key,
-        merchant.sign_type,
+        key,
+        order.sign_type.unwrap_or(merchant.sign_type),
         now,
         &fresh_nonce(&env.nonce),
     );

@@ -27,10 +27,12 @@ const CLIENT: &str = "203.0.113.9:50123";
 fn merchant(sign_type: SignType) -> MerchantConfig {
     MerchantConfig {
         mode: Mode::Live,
+        api_version: config::ApiVersion::V2,
         appid: "wx1234567890abcdef".into(),
         mch_id: "1900000109".into(),
-        api_key: Secret::new("Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk"),
+        api_key: Some(Secret::new("Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk")),
         sign_type,
+        v3: None,
         notify_url: "https://shop.example.com/api/wxpay/notify".into(),
         mch_api: "https://api.mch.weixin.qq.com".into(),
     }
@@ -60,6 +62,8 @@ struct World {
     clock: FakeClock,
     nonce: CountingNonce,
     sign_type: SignType,
+    /// What every flow of this world is configured with (the fake WeChat's merchant too).
+    merchant: MerchantConfig,
 }
 
 impl World {
@@ -68,12 +72,18 @@ impl World {
     }
 
     fn with(sign_type: SignType) -> World {
+        World::with_merchant(merchant(sign_type), NOW)
+    }
+
+    /// A world whose flows and fake WeChat use `merchant`, starting at `now`.
+    fn with_merchant(merchant: MerchantConfig, now: u64) -> World {
         let w = World {
             store: MemStore::default(),
-            wx: FakeWechat::new(merchant(sign_type), login_config()),
-            clock: FakeClock::new(NOW),
+            wx: FakeWechat::new(merchant.clone(), login_config()),
+            clock: FakeClock::new(now),
             nonce: CountingNonce::default(),
-            sign_type,
+            sign_type: merchant.sign_type,
+            merchant,
         };
         w.store.put_product(&Product {
             sku: "coffee-L".into(),
@@ -105,18 +115,18 @@ impl World {
 
     fn shop(&self) -> E<'_, ShopConfig> {
         self.env(ShopConfig {
-            merchant: merchant(self.sign_type),
+            merchant: self.merchant.clone(),
             session: session_config(),
         })
     }
 
     fn notify_env(&self) -> E<'_, MerchantConfig> {
-        self.env(merchant(self.sign_type))
+        self.env(self.merchant.clone())
     }
 
     fn admin_env(&self) -> E<'_, AdminFlowConfig> {
         self.env(AdminFlowConfig {
-            merchant: merchant(self.sign_type),
+            merchant: self.merchant.clone(),
             admin: config::AdminConfig {
                 token: Secret::new(ADMIN_TOKEN),
             },
@@ -168,7 +178,11 @@ impl World {
     }
 
     fn notify(&self, body: &[u8]) -> (Response, notify::NotifyOutcome) {
-        block_on(notify::notify(&self.notify_env(), body))
+        self.notify_request(&Request::new(body))
+    }
+
+    fn notify_request(&self, request: &Request) -> (Response, notify::NotifyOutcome) {
+        block_on(notify::notify(&self.notify_env(), request))
     }
 
     fn admin(&self, method: &str, path: &str, body: Value) -> Response {
@@ -213,7 +227,7 @@ impl World {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         edit(&mut p);
-        sign_in_place(&mut p, &m.api_key, m.sign_type);
+        sign_in_place(&mut p, m.v2_key().unwrap(), m.sign_type);
         xml::write(&p).into_bytes()
     }
 }
@@ -399,7 +413,7 @@ fn create_happy_path() {
         assert!(body["order"].get("openid").is_none());
         let params: PayParams = serde_json::from_value(body["pay_params"].clone()).unwrap();
         let m = merchant(sign_type);
-        assert!(verify_pay_params(&m.appid, &params, &m.api_key));
+        assert!(verify_pay_params(&m.appid, &params, m.v2_key().unwrap()));
         assert_eq!(params.package, format!("prepay_id=wx{order_no}"));
         assert_eq!(params.sign_type, sign_type.as_str());
         assert_eq!(params.time_stamp, NOW.to_string());
@@ -749,7 +763,7 @@ fn pay_params_are_fresh_and_owner_only() {
     assert_eq!(r.status, 200, "{r:?}");
     let p: PayParams = serde_json::from_slice(&r.body).unwrap();
     let m = merchant(SignType::Md5);
-    assert!(verify_pay_params(&m.appid, &p, &m.api_key));
+    assert!(verify_pay_params(&m.appid, &p, m.v2_key().unwrap()));
     assert_eq!(p.package, format!("prepay_id=wx{no}"));
     assert_eq!(p.time_stamp, (NOW + 60).to_string());
     let again: PayParams = serde_json::from_slice(&w.pay_params(&no, OPENID).body).unwrap();
@@ -993,7 +1007,7 @@ fn concurrent_duplicates_write_identical_bytes() {
             .insert(crate::order::order_key(&no), start.clone());
         let clock = FakeClock::new(NOW + delay);
         let env = Env::new(&store, (), &clock, &w.nonce, merchant(SignType::Md5));
-        let (r, _) = block_on(notify::notify(&env, &body));
+        let (r, _) = block_on(notify::notify(&env, &Request::new(body.clone())));
         assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
         results.push(store.raw(&crate::order::order_key(&no)).unwrap());
     }
@@ -1358,7 +1372,7 @@ fn refusals_have_one_answer_each() {
             },
         ])),
     ] {
-        let (r, outcome) = notify::refuse(&refusal);
+        let (r, outcome) = notify::refuse(&refusal, notify::Dialect::V2);
         assert_eq!((r.status, r.content_type), (200, "text/xml"), "{refusal:?}");
         let body = String::from_utf8(r.body).unwrap();
         assert!(
@@ -1386,12 +1400,16 @@ impl Transport for SlowBusy<'_> {
         self.calls.set(self.calls.get() + 1);
         self.clock.advance(self.cost);
         Ok(HttpReply {
+            headers: Vec::new(),
             status: 500,
             body: Vec::new(),
         })
     }
     async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
         unreachable!("orders never GET")
+    }
+    async fn send(&self, _request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        unreachable!("an APIv2 world sends no APIv3 request")
     }
 }
 
@@ -1644,7 +1662,7 @@ fn hmac_orders_take_only_hmac_signed_notifications() {
         if declare {
             p.insert("sign_type".into(), "MD5".into());
         }
-        sign_in_place(&mut p, &key, SignType::Md5);
+        sign_in_place(&mut p, key.as_ref().unwrap(), SignType::Md5);
         xml::write(&p).into_bytes()
     };
     for declared in [true, false] {
@@ -1773,6 +1791,10 @@ impl Transport for SlowWechat<'_> {
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
         self.clock.advance(self.secs);
         self.wx.get(url).await
+    }
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        self.clock.advance(self.secs);
+        self.wx.send(request).await
     }
 }
 

@@ -1,16 +1,20 @@
 //! `/_sim/faults`: faults injected into the simulator's next answers, for tests and demos.
 //!
-//! - `POST /_sim/faults` `{"systemerror": n, "bad_signature": n, "timeout": n,
+//! - `POST /_sim/faults` `{"systemerror": n, "bad_signature": n, "timeout": n, "signtest": n,
 //!   "duplicate_notifications": n}`: sets the fields given (others keep their value); answers
 //!   the pending faults.
 //! - `GET /_sim/faults`: the pending faults. `DELETE /_sim/faults`: clears them.
 //!
-//! The first three apply to the next merchant API answers (unifiedorder, orderquery,
-//! closeorder) to a request that is readable and correctly signed, one fault per answer, in the
-//! order `timeout`, `systemerror`, `bad_signature`:
+//! The first four apply to the next merchant API answers (APIv2's unifiedorder, orderquery,
+//! closeorder; APIv3's JSAPI order, query, close) to a request that is readable and correctly
+//! signed, one fault per answer, in the order `timeout`, `systemerror`, `bad_signature`,
+//! `signtest`:
 //! - `systemerror`: `result_code` FAIL, `err_code` SYSTEMERROR, nothing processed (the caller is
 //!   expected to retry with identical parameters);
-//! - `bad_signature`: the request is processed, but the reply's `sign` is wrong;
+//! - `bad_signature`: the request is processed, but the reply's `sign` (APIv3: its
+//!   `Wechatpay-Signature`) is wrong;
+//! - `signtest` (APIv3): the request is processed, and the reply carries a
+//!   `WECHATPAY/SIGNTEST/` probe signature, which a merchant must refuse;
 //! - `timeout`: the request is processed, and the reply is held back for
 //!   [`TIMEOUT_DELAY`], longer than the components' first-byte timeout (4 s, see
 //!   `wxpay::spin::FIRST_BYTE_TIMEOUT`), so the caller gives up first.
@@ -51,6 +55,8 @@ pub struct Faults {
     pub timeout: u32,
     #[serde(default)]
     pub duplicate_notifications: u32,
+    #[serde(default)]
+    pub signtest: u32,
 }
 
 /// The fault one merchant API answer carries.
@@ -60,6 +66,9 @@ pub enum ApiFault {
     Timeout,
     SystemError,
     BadSignature,
+    /// APIv3: the reply is signed with a `WECHATPAY/SIGNTEST/` probe signature (an APIv2
+    /// answer, which has no such probe, consumes it unchanged).
+    SignTest,
 }
 
 pub async fn load<S: Store>(store: &S) -> Result<Faults, StoreError> {
@@ -92,6 +101,9 @@ pub async fn take_api_fault<S: Store>(store: &S) -> ApiFault {
     } else if faults.bad_signature > 0 {
         faults.bad_signature -= 1;
         ApiFault::BadSignature
+    } else if faults.signtest > 0 {
+        faults.signtest -= 1;
+        ApiFault::SignTest
     } else {
         return ApiFault::None;
     };
@@ -148,13 +160,14 @@ pub async fn handle<S: Store>(store: &S, method: &str, body: &[u8]) -> Response 
                     "bad_signature" => &mut faults.bad_signature,
                     "timeout" => &mut faults.timeout,
                     "duplicate_notifications" => &mut faults.duplicate_notifications,
+                    "signtest" => &mut faults.signtest,
                     other => {
                         return Response::error(
                             400,
                             "unknown_fault",
                             format!(
                                 "unknown fault {other:?}; expected systemerror, bad_signature, \
-                                 timeout or duplicate_notifications"
+                                 timeout, signtest or duplicate_notifications"
                             ),
                         );
                     }

@@ -7,8 +7,8 @@
 //! verification run exactly as in live mode:
 //!
 //! - [`SimulatorLink`]: the app → WeChat. A request to a URL under [`SIM_BASE`] is handed to the
-//!   simulator's WeChat APIs ([`super::api`]: jscode2session, unifiedorder, orderquery,
-//!   closeorder) on the same store, and its reply comes back as the reply body. A reply that
+//!   simulator's WeChat APIs ([`super::api`]: jscode2session, APIv2's unifiedorder, orderquery,
+//!   closeorder, APIv3's JSAPI order, query and close) on the same store, and its reply comes back as the reply body. A reply that
 //!   takes longer than the network transport's first-byte timeout (the simulator's `timeout`
 //!   fault) fails with [`TransportError::Timeout`], as it does over HTTP.
 //! - [`NotifyLink`]: WeChat → the app. The simulator's notification delivery (`POST /_sim/pay`)
@@ -25,7 +25,10 @@ use std::time::Duration;
 
 use super::{SimConfig, SimRequest, Sleep};
 use crate::config::{MerchantConfig, Mode, SIM_BASE, SIM_NOTIFY_URL};
-use crate::flows::{Clock, Env, HttpReply, Nonce, Store, Transport, TransportError, notify};
+use crate::flows::{
+    Clock, Env, HttpReply, Nonce, OutboundRequest, Request, Store, Transport, TransportError,
+    notify,
+};
 
 /// The simulator's WeChat APIs as a [`Transport`] (see the module documentation).
 #[derive(Debug, Clone)]
@@ -54,6 +57,7 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
         &self,
         method: &str,
         url: &str,
+        authorization: Option<&str>,
         body: &[u8],
     ) -> Result<HttpReply, TransportError> {
         // Only the simulator's URLs: anything else would be a live call, which simulator mode
@@ -71,6 +75,7 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
             method,
             path,
             query,
+            authorization,
             body,
         };
         let answer = super::api(&env, &self.sleep, request);
@@ -80,6 +85,11 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
             .unwrap_or_else(super::not_found);
         Ok(HttpReply {
             status: response.status,
+            headers: response
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                .collect(),
             body: response.body,
         })
     }
@@ -87,11 +97,17 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
 
 impl<S: Store, C: Clock, N: Nonce, P: Sleep> Transport for SimulatorLink<S, C, N, P> {
     async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
-        self.call("POST", url, body.as_bytes()).await
+        self.call("POST", url, None, body.as_bytes()).await
     }
 
     async fn get(&self, url: &str) -> Result<HttpReply, TransportError> {
-        self.call("GET", url, b"").await
+        self.call("GET", url, None, b"").await
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        let authorization = request.header("authorization");
+        self.call(request.method, &request.url, authorization, &request.body)
+            .await
     }
 }
 
@@ -115,22 +131,37 @@ impl<S: Store, C: Clock> NotifyLink<S, C> {
     }
 }
 
-impl<S: Store, C: Clock> Transport for NotifyLink<S, C> {
-    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+impl<S: Store, C: Clock> NotifyLink<S, C> {
+    /// The notify route's answer to `request` (APIv3 when it carries `Wechatpay-*` headers).
+    async fn deliver(&self, url: &str, request: Request) -> Result<HttpReply, TransportError> {
         let merchant = self.merchant.as_ref().ok_or(TransportError::Denied)?;
         if url != SIM_NOTIFY_URL {
             return Err(TransportError::Denied);
         }
         let env = Env::new(&self.store, (), &self.clock, (), merchant.clone());
-        let (response, _outcome) = notify::notify(&env, body.as_bytes()).await;
-        Ok(HttpReply {
-            status: response.status,
-            body: response.body,
-        })
+        let (response, _outcome) = notify::notify(&env, &request).await;
+        Ok(HttpReply::new(response.status, response.body))
+    }
+}
+
+impl<S: Store, C: Clock> Transport for NotifyLink<S, C> {
+    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
+        self.deliver(url, Request::new(body)).await
     }
 
     async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
         Err(TransportError::Denied)
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        if request.method != "POST" {
+            return Err(TransportError::Denied);
+        }
+        let mut inbound = Request::new(request.body.clone());
+        inbound.content_type = request.header("content-type").map(str::to_owned);
+        inbound.wechatpay =
+            crate::v3::verify::SignatureHeaders::from_lookup(|name| request.header(name));
+        self.deliver(&request.url, inbound).await
     }
 }
 
@@ -168,6 +199,13 @@ impl<T: Transport, L: Transport> Transport for Outbound<T, L> {
         match self {
             Outbound::Network(t) => t.get(url).await,
             Outbound::Simulator(l) => l.get(url).await,
+        }
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        match self {
+            Outbound::Network(t) => t.send(request).await,
+            Outbound::Simulator(l) => l.send(request).await,
         }
     }
 }

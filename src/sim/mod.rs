@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `GET /_sim/sns/jscode2session` | WeChat's login API | [`login`] |
 //! | `POST /_sim/pay/unifiedorder`, `/_sim/pay/orderquery`, `/_sim/pay/closeorder` | WeChat Pay APIv2 | [`merchant_api`] |
+//! | `POST /_sim/v3/pay/transactions/jsapi`, `GET /_sim/v3/pay/transactions/out-trade-no/{no}`, `POST …/{no}/close` | WeChat Pay APIv3 (development key pair) | [`merchant_api_v3`] |
 //! | `POST /_sim/pay` `{"prepay_id", "result"}` | the user paying in `wx.requestPayment`, then WeChat Pay delivering the notification | [`user`] |
 //! | `GET`/`POST`/`DELETE /_sim/faults` | a test switchboard: faults injected into the next answers | [`faults`] |
 //!
@@ -33,6 +34,7 @@ pub mod faults;
 pub mod link;
 pub mod login;
 pub mod merchant_api;
+pub mod merchant_api_v3;
 pub mod user;
 
 #[cfg(test)]
@@ -42,7 +44,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigProblems, MerchantConfig, Mode};
+use crate::config::{ConfigProblems, MerchantConfig, Mode, Signing};
 use crate::flows::{Clock, Env, Nonce, Response, Store, StoreError, Transport};
 use crate::v2::Params;
 
@@ -90,6 +92,8 @@ pub struct SimRequest<'a> {
     pub path: &'a str,
     /// The query string without `?` (may be empty).
     pub query: &'a str,
+    /// The `Authorization` header (APIv3 requests are signed in it).
+    pub authorization: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -111,7 +115,8 @@ impl SimConfig {
         source: &V,
     ) -> Result<Self, ConfigProblems> {
         match Mode::load(source).ok() {
-            Some(Mode::Simulator) => MerchantConfig::load(source).map(|m| Self::serving(Some(m))),
+            Some(Mode::Simulator) => MerchantConfig::load_for(source, Signing::VerifiesOnly)
+                .map(|m| Self::serving(Some(m))),
             mode => Ok(Self {
                 mode,
                 merchant: None,
@@ -192,6 +197,9 @@ where
         merchant_api::UNIFIED_ORDER | merchant_api::ORDER_QUERY | merchant_api::CLOSE_ORDER => {
             // WeChat answers a GET with REQUIRE_POST_METHOD in its own shape.
             merchant_api::handle(env, sleep, path, request.method, request.body).await
+        }
+        path if merchant_api_v3::serves(path) => {
+            merchant_api_v3::handle(env, sleep, request, path).await
         }
         _ => return None,
     })

@@ -15,6 +15,7 @@ use super::*;
 use crate::config::{
     LoginConfig, MerchantConfig, SIM_API_KEY, SIM_APPID, SIM_MCH_ID, SIM_NOTIFY_URL, SessionConfig,
 };
+use crate::flows::OutboundRequest;
 use crate::flows::fakes::{CountingNonce, FakeClock, MemStore, block_on};
 use crate::flows::{
     HttpReply, LoginFlowConfig, Request, ShopConfig, TransportError, login, orders,
@@ -49,25 +50,28 @@ struct NotifyRoute<'a> {
 }
 
 impl Transport for NotifyRoute<'_> {
-    async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
-        self.received
-            .borrow_mut()
-            .push((url.to_owned(), body.clone()));
+    async fn post_xml(&self, _url: &str, _body: String) -> Result<HttpReply, TransportError> {
+        unreachable!("notifications are delivered with send")
+    }
+
+    async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
+        Err(TransportError::Denied)
+    }
+
+    async fn send(&self, request: &OutboundRequest) -> Result<HttpReply, TransportError> {
+        self.received.borrow_mut().push((
+            request.url.clone(),
+            String::from_utf8(request.body.clone()).unwrap(),
+        ));
         if self.no_answer.get() {
             return Err(TransportError::Timeout);
         }
         if self.fail_first.get() > 0 {
             self.fail_first.set(self.fail_first.get() - 1);
-            return Ok(HttpReply {
-                status: 200,
-                body: crate::v2::notify::fail_reply("busy").into_bytes(),
-            });
+            let fail = crate::v2::notify::fail_reply("busy").into_bytes();
+            return Ok(HttpReply::new(200, fail));
         }
-        self.link.post_xml(url, body).await
-    }
-
-    async fn get(&self, _url: &str) -> Result<HttpReply, TransportError> {
-        Err(TransportError::Denied)
+        self.link.send(request).await
     }
 }
 
@@ -145,6 +149,7 @@ impl World {
                 method,
                 path,
                 query,
+                authorization: None,
                 body,
             },
         ))
@@ -799,7 +804,7 @@ fn faults_apply_to_the_next_answers() {
     );
     assert_eq!(
         r.json_body().unwrap(),
-        json!({"systemerror": 1, "bad_signature": 1, "timeout": 1, "duplicate_notifications": 0})
+        json!({"systemerror": 1, "bad_signature": 1, "timeout": 1, "duplicate_notifications": 0, "signtest": 0})
     );
     // timeout first: processed, answered after the delay.
     let r = w.post(
@@ -1119,6 +1124,7 @@ fn notify_link_settles_the_order_through_the_notify_flow() {
                 method: "POST",
                 path: "/_sim/pay",
                 query: "",
+                authorization: None,
                 body: json!({"package": package}).to_string().as_bytes(),
             },
         ));

@@ -5,10 +5,12 @@
 //! `result` defaults to `SUCCESS`.
 //!
 //! - `SUCCESS`: the trade becomes paid (a new 28-digit `transaction_id`, `time_end` now in
-//!   Beijing time), then the signed notification — every field WeChat sends for a JSAPI payment,
-//!   signed with the unified order's `sign_type` — is POSTed to the order's `notify_url`
-//!   (`SIM_NOTIFY_URL`, the notify flow in-process: `link::NotifyLink`). An answer other than HTTP 200 with
-//!   `return_code` SUCCESS, or no answer, is re-delivered on [`RETRY_DELAYS`]: WeChat's first
+//!   Beijing time), then the signed notification — for an APIv2 order every field WeChat sends
+//!   for a JSAPI payment, signed with the unified order's `sign_type`; for an APIv3 order the
+//!   encrypted transaction in WeChat's JSON envelope, signed in `Wechatpay-*` headers — is
+//!   POSTed to the order's `notify_url` (`SIM_NOTIFY_URL`, the notify flow in-process:
+//!   `link::NotifyLink`). An answer other than APIv2's HTTP 200 with `return_code` SUCCESS
+//!   (APIv3: other than a 2xx), or no answer, is re-delivered on [`RETRY_DELAYS`]: WeChat's first
 //!   steps (15 s, 15 s, 30 s) scaled down 100×, so the whole schedule fits in the request
 //!   (0.6 s); WeChat's full 24-hour schedule cannot run inside one request — a notification
 //!   that was never acknowledged is still visible to the app through orderquery, which
@@ -29,17 +31,21 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::merchant_api::{paid_fields, sim_key};
+use super::merchant_api_v3;
 use super::{
     PREPAY_KEY_PREFIX, SimConfig, SimOrder, Sleep, TradeState, faults, load_index, load_order,
     nonce, save_order, transaction_key,
 };
-use crate::config::{SIM_APPID, SIM_MCH_ID};
-use crate::flows::{ApiError, Clock, Env, Nonce, Response, Store, Transport, json_object};
+use crate::config::{SIM_APIV3_KEY, SIM_APPID, SIM_MCH_ID};
+use crate::flows::{
+    ApiError, Clock, Env, Nonce, OutboundRequest, Response, Store, Transport, json_object,
+};
 use crate::time::beijing_compact;
 use crate::v2::Params;
 use crate::v2::api::cut_to_bytes;
 use crate::v2::sign::{SignType, sign_in_place};
 use crate::v2::xml;
+use crate::v3::verify::SignatureHeaders;
 
 /// The route below `/_sim`.
 pub const PAY: &str = "/pay";
@@ -71,7 +77,7 @@ pub struct Delivery {
     /// No answer: the transport's error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// HTTP 200 with `return_code` SUCCESS.
+    /// APIv2: HTTP 200 with `return_code` SUCCESS; APIv3: a 2xx.
     pub acknowledged: bool,
 }
 
@@ -229,12 +235,11 @@ where
         .await
         .map_err(|e| crate::flows::store_unavailable(&e))?;
 
-    let notification = notification(&order, &nonce(&env.nonce));
+    let notification = notification_request(&order, &nonce(&env.nonce), now);
     let burst = faults::take_duplicates(&env.store)
         .await
         .clamp(1, MAX_BURST);
-    let notify_url = order.field("notify_url").to_owned();
-    let deliveries = deliver(&env.transport, sleep, &notify_url, &notification, burst).await;
+    let deliveries = deliver(&env.transport, sleep, &notification, burst).await;
     Ok(Paid {
         out_trade_no,
         prepay_id,
@@ -278,8 +283,69 @@ pub fn notification(order: &SimOrder, nonce_str: &str) -> String {
     xml::write(&p)
 }
 
-/// Whether a notify answer tells WeChat to stop: HTTP 200 and `return_code` SUCCESS.
-pub fn acknowledged(status: u16, body: &[u8]) -> bool {
+/// The APIv3 payment notification of a paid trade (PROTOCOL.md "APIv3"): the transaction
+/// encrypted with the APIv3 key (AAD `transaction`), in WeChat's envelope, signed with the
+/// simulator's WeChat Pay key in the `Wechatpay-*` headers.
+pub fn notification_v3(order: &SimOrder, nonce_str: &str, now: u64) -> (String, SignatureHeaders) {
+    let transaction = merchant_api_v3::transaction_json(order);
+    let apiv3_key = crate::secret::Secret::new(SIM_APIV3_KEY);
+    // The 12-byte AEAD nonce: fresh per notification, as WeChat's.
+    let aead_nonce = &nonce_str[..crate::v3::aead::NONCE_LEN];
+    let ciphertext = crate::v3::aead::encrypt(
+        &apiv3_key,
+        aead_nonce,
+        "transaction",
+        transaction.as_bytes(),
+    )
+    .unwrap_or_default();
+    let envelope = serde_json::json!({
+        "id": format!("EV-{}", order.transaction_id.clone().unwrap_or_default()),
+        "create_time": crate::time::rfc3339_beijing(now),
+        "resource_type": "encrypt-resource",
+        "event_type": crate::v3::notify::TRANSACTION_SUCCESS,
+        "summary": "支付成功",
+        "resource": {
+            "original_type": "transaction",
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": ciphertext,
+            "associated_data": "transaction",
+            "nonce": aead_nonce,
+        },
+    })
+    .to_string();
+    let headers = merchant_api_v3::sign_message(now, nonce_str, envelope.as_bytes());
+    (envelope, headers)
+}
+
+/// The notification of a paid trade as it is POSTed to its `notify_url`: APIv3 JSON for an
+/// order made through APIv3, else the APIv2 XML ([`notification`]).
+pub fn notification_request(order: &SimOrder, nonce_str: &str, now: u64) -> OutboundRequest {
+    let url = order.field("notify_url").to_owned();
+    if order.sign_type == crate::pay_params::RSA_SIGN_TYPE {
+        let (body, signature) = notification_v3(order, nonce_str, now);
+        let mut headers = vec![("Content-Type", "application/json".to_owned())];
+        headers.extend(signature.to_headers());
+        return OutboundRequest {
+            method: "POST",
+            url,
+            headers,
+            body: body.into_bytes(),
+        };
+    }
+    OutboundRequest {
+        method: "POST",
+        url,
+        headers: vec![("Content-Type", "text/xml".to_owned())],
+        body: notification(order, nonce_str).into_bytes(),
+    }
+}
+
+/// Whether a notify answer tells WeChat to stop: for APIv2 HTTP 200 and `return_code`
+/// SUCCESS, for APIv3 (`v3`) any 2xx.
+pub fn acknowledged(v3: bool, status: u16, body: &[u8]) -> bool {
+    if v3 {
+        return (200..300).contains(&status);
+    }
     status == 200
         && xml::read(body)
             .ok()
@@ -287,33 +353,34 @@ pub fn acknowledged(status: u16, body: &[u8]) -> bool {
             .is_some_and(|c| c == "SUCCESS")
 }
 
-/// Delivers `body` to `url`: first `burst` concurrent copies, then one copy after each of
+/// Delivers `request`: first `burst` concurrent copies, then one copy after each of
 /// [`RETRY_DELAYS`] until one is acknowledged.
 pub async fn deliver<T: Transport, P: Sleep>(
     transport: &T,
     sleep: &P,
-    url: &str,
-    body: &str,
+    request: &OutboundRequest,
     burst: usize,
 ) -> Vec<Delivery> {
+    let v3 = request.header("wechatpay-signature").is_some();
     let mut deliveries = Vec::new();
-    let copies = (0..burst.max(1)).map(|_| transport.post_xml(url, body.to_owned()));
+    let copies = (0..burst.max(1)).map(|_| transport.send(request));
     let results = join_all(copies.collect()).await;
     for (i, result) in results.into_iter().enumerate() {
-        deliveries.push(delivery(1, i + 1, result));
+        deliveries.push(delivery(v3, 1, i + 1, result));
     }
     for (round, delay) in RETRY_DELAYS.iter().enumerate() {
         if deliveries.iter().any(|d| d.acknowledged) {
             break;
         }
         sleep.sleep(*delay).await;
-        let result = transport.post_xml(url, body.to_owned()).await;
-        deliveries.push(delivery(round + 2, 1, result));
+        let result = transport.send(request).await;
+        deliveries.push(delivery(v3, round + 2, 1, result));
     }
     deliveries
 }
 
 fn delivery(
+    v3: bool,
     round: usize,
     copy: usize,
     result: Result<crate::flows::HttpReply, crate::flows::TransportError>,
@@ -327,7 +394,7 @@ fn delivery(
                 cut_to_bytes(&String::from_utf8_lossy(&reply.body), MAX_QUOTED_BODY).to_owned(),
             ),
             error: None,
-            acknowledged: acknowledged(reply.status, &reply.body),
+            acknowledged: acknowledged(v3, reply.status, &reply.body),
         },
         Err(e) => Delivery {
             round,

@@ -48,6 +48,8 @@ pub struct UnifiedOrder<'a> {
 pub enum RequestError {
     #[error("out_trade_no must be 6-32 characters of [0-9A-Za-z_-|*]")]
     OutTradeNo,
+    #[error(transparent)]
+    NoKey(#[from] crate::config::NoV2Key),
     #[error("total_fee must be more than 0 fen")]
     ZeroAmount,
     #[error("body (the product description) is empty")]
@@ -79,7 +81,7 @@ fn signed_request(
     path: &'static str,
     fields: &[(&str, &str)],
     nonce: &str,
-) -> ApiRequest {
+) -> Result<ApiRequest, RequestError> {
     // `extend`, not `collect`: collecting into a `BTreeMap` sorts first, which links a sort
     // into every component that calls WeChat (~3 KB each); inserting needs none.
     let mut params = Params::new();
@@ -92,11 +94,11 @@ fn signed_request(
     params.insert("appid".into(), merchant.appid.clone());
     params.insert("mch_id".into(), merchant.mch_id.clone());
     params.insert("nonce_str".into(), nonce.to_owned());
-    sign_in_place(&mut params, &merchant.api_key, merchant.sign_type);
-    ApiRequest {
+    sign_in_place(&mut params, merchant.v2_key()?, merchant.sign_type);
+    Ok(ApiRequest {
         path,
         body: xml::write(&params),
-    }
+    })
 }
 
 /// Builds `POST /pay/unifiedorder` for a JSAPI (mini program) payment.
@@ -130,7 +132,7 @@ pub fn unified_order_request(
         return Err(RequestError::TimeExpire);
     }
     let total_fee = order.total_fee.to_string();
-    Ok(signed_request(
+    signed_request(
         merchant,
         UNIFIED_ORDER_PATH,
         &[
@@ -145,7 +147,7 @@ pub fn unified_order_request(
             ("attach", attach),
         ],
         nonce,
-    ))
+    )
 }
 
 /// Builds `POST /pay/orderquery` by our order number.
@@ -157,12 +159,12 @@ pub fn order_query_request(
     if !valid_out_trade_no(out_trade_no) {
         return Err(RequestError::OutTradeNo);
     }
-    Ok(signed_request(
+    signed_request(
         merchant,
         ORDER_QUERY_PATH,
         &[("out_trade_no", out_trade_no)],
         nonce,
-    ))
+    )
 }
 
 /// Builds `POST /pay/closeorder`.
@@ -174,12 +176,12 @@ pub fn close_order_request(
     if !valid_out_trade_no(out_trade_no) {
         return Err(RequestError::OutTradeNo);
     }
-    Ok(signed_request(
+    signed_request(
         merchant,
         CLOSE_ORDER_PATH,
         &[("out_trade_no", out_trade_no)],
         nonce,
-    ))
+    )
 }
 
 /// WeChat's `err_code`s that the flows act on; any other is kept verbatim.
@@ -323,7 +325,8 @@ fn verified_reply(merchant: &MerchantConfig, body: &[u8]) -> Result<Params, Repl
             .unwrap_or_else(|| format!("return_code {:?}", return_code.unwrap_or("")));
         return Err(ReplyError::CallFailed { return_msg });
     }
-    verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
+    let key = merchant.v2_key().map_err(|_| VerifyError::NoKey)?;
+    verify_from_wechat(&params, key, merchant.sign_type)?;
     if params.get("appid") != Some(&merchant.appid) {
         return Err(ReplyError::ForeignMerchant { field: "appid" });
     }
@@ -467,10 +470,12 @@ pub(crate) mod tests {
     pub(crate) fn merchant(sign_type: SignType) -> MerchantConfig {
         MerchantConfig {
             mode: crate::config::Mode::Live,
+            api_version: crate::config::ApiVersion::V2,
             appid: "wxd930ea5d5a258f4f".into(),
             mch_id: "10000100".into(),
-            api_key: Secret::new("192006250b4c09247ec02edce69f6a2d"),
+            api_key: Some(Secret::new("192006250b4c09247ec02edce69f6a2d")),
             sign_type,
+            v3: None,
             notify_url: "https://shop.example.com/api/wxpay/notify".into(),
             mch_api: "https://api.mch.weixin.qq.com".into(),
         }
@@ -494,7 +499,7 @@ pub(crate) mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        sign_in_place(&mut p, &m.api_key, m.sign_type);
+        sign_in_place(&mut p, m.v2_key().unwrap(), m.sign_type);
         xml::write(&p).into_bytes()
     }
 
@@ -522,7 +527,7 @@ pub(crate) mod tests {
                 "https://api.mch.weixin.qq.com/pay/unifiedorder"
             );
             let sent = xml::read(req.body.as_bytes()).unwrap();
-            assert_eq!(verify(&sent, &m.api_key), Ok(sign_type));
+            assert_eq!(verify(&sent, m.v2_key().unwrap()), Ok(sign_type));
             for (k, v) in [
                 ("appid", "wxd930ea5d5a258f4f"),
                 ("mch_id", "10000100"),
@@ -654,7 +659,7 @@ pub(crate) mod tests {
         assert_eq!(q.path, ORDER_QUERY_PATH);
         let sent = xml::read(q.body.as_bytes()).unwrap();
         assert_eq!(sent["out_trade_no"], "20150806125346");
-        assert_eq!(verify(&sent, &m.api_key), Ok(SignType::HmacSha256));
+        assert_eq!(verify(&sent, m.v2_key().unwrap()), Ok(SignType::HmacSha256));
         let c = close_order_request(&m, "20150806125346", "n").unwrap();
         assert_eq!(c.path, CLOSE_ORDER_PATH);
         assert_eq!(
@@ -755,7 +760,7 @@ pub(crate) mod tests {
         );
         // Signed with another key.
         let other = MerchantConfig {
-            api_key: Secret::new("another-key"),
+            api_key: Some(Secret::new("another-key")),
             ..merchant(SignType::Md5)
         };
         let body = reply(&other, &[("result_code", "SUCCESS"), ("prepay_id", "wx1")]);

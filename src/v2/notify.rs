@@ -8,7 +8,7 @@ use super::api::{PaidTrade, ReplyError, cut_to_bytes};
 use super::sign::{SignType, VerifyError, verify_from_wechat};
 use super::xml::{self, XmlError};
 use crate::config::MerchantConfig;
-use crate::order::{Order, Status};
+use crate::order::Order;
 
 /// The body that tells WeChat to stop re-delivering, exactly as WeChat expects it.
 pub const SUCCESS_REPLY: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
@@ -69,7 +69,8 @@ impl Notification {
 /// signature over all received fields with the algorithm the message declares.
 pub fn parse(body: &[u8], merchant: &MerchantConfig) -> Result<Notification, NotifyError> {
     let params = xml::read(body)?;
-    let sign_type = verify_from_wechat(&params, &merchant.api_key, merchant.sign_type)?;
+    let key = merchant.v2_key().map_err(|_| VerifyError::NoKey)?;
+    let sign_type = verify_from_wechat(&params, key, merchant.sign_type)?;
     let notification = Notification { params, sign_type };
     if notification.out_trade_no().is_empty() {
         return Err(NotifyError::MissingOrderNo);
@@ -83,96 +84,68 @@ impl Notification {
     /// An HMAC-SHA256 order takes only HMAC-SHA256; an MD5 order takes either (WeChat signs
     /// with the order's type; a stronger one with our key is no forgery).
     pub fn check_sign_type(&self, expected: SignType) -> Result<(), NotifyError> {
-        if expected == SignType::HmacSha256 && self.sign_type != SignType::HmacSha256 {
-            return Err(NotifyError::SignTypeDowngrade {
-                used: self.sign_type.as_str(),
-                expected: expected.as_str(),
-            });
-        }
-        Ok(())
+        check_sign_type(self.sign_type, expected)
     }
 }
 
-/// What to do with a verified notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Record the payment (the order becomes PAID), then answer SUCCESS — only after the write
-    /// returned; a failed write answers FAIL.
-    Apply(PaidTrade),
-    /// Already applied (PAID with this transaction_id): answer SUCCESS, write nothing.
-    Duplicate,
-    /// Validly signed but not a payment of this order: do not mark it paid, record an alert
-    /// event, and answer SUCCESS (a FAIL would only repeat the same mismatch for 24 h).
-    Alert(String),
-    /// Answer FAIL and change nothing (e.g. an order we do not know).
-    Reject(String),
+/// [`Notification::check_sign_type`] for a notification signed with `used`.
+pub fn check_sign_type(used: SignType, expected: SignType) -> Result<(), NotifyError> {
+    if expected == SignType::HmacSha256 && used != SignType::HmacSha256 {
+        return Err(NotifyError::SignTypeDowngrade {
+            used: used.as_str(),
+            expected: expected.as_str(),
+        });
+    }
+    Ok(())
 }
 
-/// Judges a verified notification against our merchant identity and the stored order.
+pub use crate::payment::Verdict;
+use crate::payment::{PaymentReport, short};
+
+impl Notification {
+    /// What the notification reports, for the version-neutral [`crate::payment::judge`].
+    pub fn report(&self) -> PaymentReport {
+        let p = &self.params;
+        let field = |name: &str| p.get(name).map_or("", String::as_str);
+        let call_failed = (field("return_code") != "SUCCESS")
+            .then(|| format!("notification return_code {}", short(field("return_code"))));
+        let payment = if field("result_code") != "SUCCESS" {
+            Err(format!(
+                "notification result_code {} err_code {}",
+                short(field("result_code")),
+                short(field("err_code"))
+            ))
+        } else {
+            PaidTrade::from_params(p).map_err(|e| match e {
+                ReplyError::MissingField(name) => {
+                    format!("notification lacks or garbles {name}")
+                }
+                other => other.to_string(),
+            })
+        };
+        PaymentReport {
+            call_failed,
+            appid: field("appid").to_owned(),
+            mchid: field("mch_id").to_owned(),
+            payment,
+        }
+    }
+}
+
+/// Judges a verified APIv2 notification ([`crate::payment::judge`]).
 pub fn judge(
     notification: &Notification,
     merchant: &MerchantConfig,
     order: Option<&Order>,
 ) -> Verdict {
-    let p = &notification.params;
-    let Some(order) = order else {
-        return Verdict::Reject("unknown order".into());
-    };
-    let field = |name: &str| p.get(name).map_or("", String::as_str);
-    if field("return_code") != "SUCCESS" {
-        return Verdict::Alert(format!(
-            "notification return_code {}",
-            short(field("return_code"))
-        ));
-    }
-    if field("appid") != merchant.appid {
-        return Verdict::Alert("notification appid is not ours".into());
-    }
-    if field("mch_id") != merchant.mch_id {
-        return Verdict::Alert("notification mch_id is not ours".into());
-    }
-    if field("result_code") != "SUCCESS" {
-        return Verdict::Alert(format!(
-            "notification result_code {} err_code {}",
-            short(field("result_code")),
-            short(field("err_code"))
-        ));
-    }
-    let trade = match PaidTrade::from_params(p) {
-        Ok(trade) => trade,
-        Err(ReplyError::MissingField(name)) => {
-            return Verdict::Alert(format!("notification lacks or garbles {name}"));
-        }
-        Err(other) => return Verdict::Alert(other.to_string()),
-    };
-    if trade.total_fee != order.total_fee {
-        return Verdict::Alert(format!(
-            "notification total_fee {} does not match the order total {}",
-            trade.total_fee, order.total_fee
-        ));
-    }
-    if order.status == Status::Paid {
-        return if order.transaction_id.as_deref() == Some(trade.transaction_id.as_str()) {
-            Verdict::Duplicate
-        } else {
-            Verdict::Alert(format!(
-                "paid order notified again with another transaction_id {}",
-                short(&trade.transaction_id)
-            ))
-        };
-    }
-    Verdict::Apply(trade)
-}
-
-/// A received value quoted in an alert: bounded, so a hostile field cannot bloat the record.
-fn short(value: &str) -> &str {
-    cut_to_bytes(value, 64)
+    crate::payment::judge(&notification.report(), merchant, order)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::money::Fen;
+    use crate::order::Status;
     use crate::secret::Secret;
     use crate::v2::api::tests::merchant;
     use crate::v2::sign::{SignType, sign, sign_in_place};
@@ -199,7 +172,7 @@ mod tests {
     fn resigned(edit: impl FnOnce(&mut Params), sign_type: SignType) -> Vec<u8> {
         let mut p = crate::v2::sign::tests::s6();
         edit(&mut p);
-        sign_in_place(&mut p, &s6_merchant().api_key, sign_type);
+        sign_in_place(&mut p, s6_merchant().v2_key().unwrap(), sign_type);
         xml::write(&p).into_bytes()
     }
 
@@ -231,7 +204,7 @@ mod tests {
         // Declaring HMAC but signing with MD5 does not verify.
         let mut p = crate::v2::sign::tests::s6();
         p.insert("sign_type".into(), "HMAC-SHA256".into());
-        let md5 = sign(&p, &s6_merchant().api_key, SignType::Md5);
+        let md5 = sign(&p, s6_merchant().v2_key().unwrap(), SignType::Md5);
         p.insert("sign".into(), md5);
         assert_eq!(
             parse(xml::write(&p).as_bytes(), &s6_merchant()),
@@ -263,7 +236,7 @@ mod tests {
             Err(NotifyError::Signature(VerifyError::Mismatch))
         );
         let other_key = MerchantConfig {
-            api_key: Secret::new("x".repeat(32)),
+            api_key: Some(Secret::new("x".repeat(32))),
             ..s6_merchant()
         };
         assert_eq!(
@@ -415,7 +388,7 @@ mod tests {
                     Some(f) => drop(p.insert("total_fee".into(), f.clone())),
                     None => drop(p.remove("total_fee")),
                 }
-                sign_in_place(&mut p, &m.api_key, sign_type);
+                sign_in_place(&mut p, m.v2_key().unwrap(), sign_type);
                 let body = xml::write(&p);
                 let Ok(n) = parse(body.as_bytes(), &m) else {
                     return Ok(());

@@ -78,6 +78,9 @@ pub enum VerifyError {
     UnknownSignType(#[from] UnknownSignType),
     #[error("signature does not verify")]
     Mismatch,
+    /// APIv3 without `wxpay_api_key`: an APIv2 signature cannot be checked.
+    #[error("no APIv2 key is configured (wxpay_api_key) to verify it")]
+    NoKey,
 }
 
 /// The string that is hashed: every field but `sign`, empty values dropped, sorted by name in

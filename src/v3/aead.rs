@@ -58,6 +58,29 @@ pub fn decrypt(
         .map_err(|_| AeadError::Authentication)
 }
 
+/// Encrypts one resource as WeChat Pay does (the simulator and test fakes play WeChat): base64 of
+/// the ciphertext with its 16-byte tag. `nonce` must be 12 bytes.
+pub fn encrypt(
+    apiv3_key: &Secret,
+    nonce: &str,
+    associated_data: &str,
+    plaintext: &[u8],
+) -> Result<String, AeadError> {
+    let cipher = Aes256Gcm::new_from_slice(apiv3_key.expose().as_bytes())
+        .map_err(|_| AeadError::KeyLength)?;
+    let nonce = Nonce::try_from(nonce.as_bytes()).map_err(|_| AeadError::NonceLength)?;
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: associated_data.as_bytes(),
+            },
+        )
+        .map_err(|_| AeadError::Authentication)?;
+    Ok(STANDARD.encode(sealed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,28 @@ impl ReplyError {
     }
 }
 
+/// An APIv3 error code as the flows know it (APIv2's names; APIv3 spells some differently):
+/// the flows decide retries, queries and closings on one set of codes for both versions.
+pub fn err_code(code: &str) -> crate::v2::api::ErrCode {
+    use crate::v2::api::ErrCode;
+    match code {
+        "SYSTEM_ERROR" | "SYSTEMERROR" | "SERVICE_UNAVAILABLE" | "FREQUENCY_LIMITED" => {
+            ErrCode::SystemError
+        }
+        "ORDERPAID" | "ORDER_PAID" | "TRADE_PAID" => ErrCode::OrderPaid,
+        "ORDER_CLOSED" | "ORDERCLOSED" => ErrCode::OrderClosed,
+        "ORDER_NOT_EXIST" | "ORDERNOTEXIST" => ErrCode::OrderNotExist,
+        "OUT_TRADE_NO_USED" => ErrCode::OutTradeNoUsed,
+        "NOT_ENOUGH" | "NOTENOUGH" => ErrCode::NotEnough,
+        "NO_AUTH" | "NOAUTH" => ErrCode::NoAuth,
+        "APPID_MCHID_NOT_MATCH" => ErrCode::AppidMchidNotMatch,
+        "MCH_NOT_EXISTS" => ErrCode::MchidNotExist,
+        "PARAM_ERROR" | "INVALID_REQUEST" => ErrCode::LackParams,
+        "SIGN_ERROR" => ErrCode::SignError,
+        other => ErrCode::Other(other.to_owned()),
+    }
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]

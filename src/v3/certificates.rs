@@ -99,13 +99,13 @@ struct Encrypted {
 }
 
 /// Decrypts and reads every certificate of a `GET /v3/certificates` reply body and keeps the
-/// ones valid at `now`. A certificate whose content does not match its listed serial, or that
+/// ones valid at `now`, each with its PEM (what is stored). A certificate whose content does not match its listed serial, or that
 /// does not decrypt, fails the whole list (a list we cannot read completely is not trusted).
 pub fn read_listing(
     body: &[u8],
     apiv3_key: &Secret,
     now: u64,
-) -> Result<Vec<PlatformCertificate>, CertError> {
+) -> Result<Vec<(PlatformCertificate, String)>, CertError> {
     let listing: Listing =
         serde_json::from_slice(body).map_err(|e| CertError::Reply(e.to_string()))?;
     let mut kept = Vec::new();
@@ -140,7 +140,7 @@ pub fn read_listing(
             });
         }
         if cert.valid_at(now) {
-            kept.push(cert);
+            kept.push((cert, pem));
         }
     }
     Ok(kept)
@@ -194,7 +194,8 @@ mod tests {
         let key = Secret::new(text(&vector("V5_platform_certificate"), "apiv3_key"));
         let kept = read_listing(listing().as_bytes(), &key, NOW).unwrap();
         assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].serial, SERIAL);
+        assert_eq!(kept[0].0.serial, SERIAL);
+        assert_eq!(kept[0].1.trim(), PEM.trim());
         // Past its expiry it is dropped.
         assert!(
             read_listing(listing().as_bytes(), &key, 2_200_000_000)

@@ -78,6 +78,38 @@ pub fn parse(
     })
 }
 
+impl Notification {
+    /// What the notification reports, for the version-neutral [`crate::payment::judge`]:
+    /// only a `TRANSACTION.SUCCESS` whose transaction is SUCCESS carries a payment.
+    pub fn report(&self) -> crate::payment::PaymentReport {
+        use crate::payment::short;
+        let t = &self.transaction;
+        let payment = if self.event_type != TRANSACTION_SUCCESS {
+            Err(format!(
+                "notification event_type {}",
+                short(&self.event_type)
+            ))
+        } else if t.trade_state() != crate::v2::api::TradeState::Success {
+            Err(format!(
+                "notification trade_state {}",
+                short(&t.trade_state)
+            ))
+        } else {
+            match t.paid() {
+                Ok(Some(trade)) => Ok(trade),
+                Ok(None) => Err("notification carries no payment".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        crate::payment::PaymentReport {
+            call_failed: None,
+            appid: t.appid.clone(),
+            mchid: t.mchid.clone(),
+            payment,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct FailBody<'a> {
     code: &'static str,

@@ -26,8 +26,10 @@ pub enum KeyError {
 }
 
 /// The merchant API private key. Prints nothing of itself.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct MerchantKey(SigningKey<Sha256>);
+
+impl Eq for MerchantKey {}
 
 impl fmt::Debug for MerchantKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,6 +101,25 @@ pub fn pay_sign(
     package: &str,
 ) -> String {
     key.sign(format!("{app_id}\n{time_stamp}\n{nonce_str}\n{package}\n").as_bytes())
+}
+
+/// Signs a reply or notification as WeChat Pay does (the simulator and test fakes play WeChat
+/// with a development key): the `Wechatpay-*` headers over `timestamp\nnonce\nbody\n`.
+pub fn wechatpay_headers(
+    key: &MerchantKey,
+    serial: &str,
+    timestamp: u64,
+    nonce: &str,
+    body: &[u8],
+) -> crate::v3::verify::SignatureHeaders {
+    let timestamp = timestamp.to_string();
+    let message = crate::v3::verify::response_message(&timestamp, nonce, body);
+    crate::v3::verify::SignatureHeaders {
+        signature: key.sign(&message),
+        timestamp,
+        nonce: nonce.to_owned(),
+        serial: serial.to_owned(),
+    }
 }
 
 #[cfg(test)]

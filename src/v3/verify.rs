@@ -19,8 +19,10 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
 
 /// A public key of WeChat Pay (the WeChat Pay public key, or a platform certificate's).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PublicKey(VerifyingKey<Sha256>);
+
+impl Eq for PublicKey {}
 
 impl PublicKey {
     /// Reads an SPKI PEM (`-----BEGIN PUBLIC KEY-----`, as `pub_key.pem`), with real or `\n`-
@@ -49,11 +51,57 @@ impl PublicKey {
 }
 
 /// A key WeChat may sign with, under the id `Wechatpay-Serial` names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WechatPayKey {
     /// `PUB_KEY_ID_…`, or a platform certificate's serial number (hex).
     pub id: String,
     pub key: PublicKey,
+}
+
+/// The `Wechatpay-*` headers of a reply or notification, as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureHeaders {
+    pub timestamp: String,
+    pub nonce: String,
+    pub signature: String,
+    pub serial: String,
+}
+
+impl SignatureHeaders {
+    /// The headers through `header` (a case-insensitive lookup), when `Wechatpay-Signature` is
+    /// present: that header is what marks a message as APIv3. Missing others stay empty (and
+    /// fail [`verify`], naming the header).
+    pub fn from_lookup<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
+        let signature = header("wechatpay-signature")?.to_owned();
+        let get = |name| header(name).unwrap_or("").to_owned();
+        Some(Self {
+            timestamp: get("wechatpay-timestamp"),
+            nonce: get("wechatpay-nonce"),
+            signature,
+            serial: get("wechatpay-serial"),
+        })
+    }
+
+    /// These headers with the raw `body` they sign.
+    pub fn signed<'a>(&'a self, body: &'a [u8]) -> Signed<'a> {
+        Signed {
+            timestamp: &self.timestamp,
+            nonce: &self.nonce,
+            signature: &self.signature,
+            serial: &self.serial,
+            body,
+        }
+    }
+
+    /// The headers as sent (the simulator and tests sign their messages with these).
+    pub fn to_headers(&self) -> [(&'static str, String); 4] {
+        [
+            ("Wechatpay-Timestamp", self.timestamp.clone()),
+            ("Wechatpay-Nonce", self.nonce.clone()),
+            ("Wechatpay-Signature", self.signature.clone()),
+            ("Wechatpay-Serial", self.serial.clone()),
+        ]
+    }
 }
 
 /// The `Wechatpay-*` headers and the raw body of a reply or notification.

@@ -1,29 +1,32 @@
-//! `notify` component: `POST /api/wxpay/notify` (XML from WeChat Pay) →
-//! [`wxpay::flows::notify::notify`].
+//! `notify` component: `POST /api/wxpay/notify` (APIv2 XML, or APIv3 JSON with `Wechatpay-*`
+//! headers, from WeChat Pay) → [`wxpay::flows::notify::notify`].
 //!
-//! Verifies the notification with the merchant key and moves the order to PAID in KV; reaches
-//! nothing (no `allowed_outbound_hosts`; its transport is `()`). Logs the outcome (order
-//! number, transaction id, reason) of every notification.
+//! Verifies the notification (APIv2: the API key; APIv3: the WeChat Pay public key or a stored
+//! platform certificate, then AES-256-GCM with the APIv3 key) and moves the order to PAID in
+//! KV; holds no merchant private key and reaches nothing (no `allowed_outbound_hosts`; its
+//! transport is `()`). Logs the outcome (order number, transaction id, reason) of every
+//! notification.
 
-use wxpay::config::MerchantConfig;
+use wxpay::config::{MerchantConfig, Signing};
 use wxpay::flows::{Env, Refusal, notify};
 use wxpay::spin::{self, Answer, ErrorCode, HttpRequest, HttpResponse, SpinStore, SystemClock};
 
 wxpay::export_http_handler!(handle);
 
-/// Refusals (body too large, configuration) are answered with WeChat's FAIL XML by the core
-/// ([`notify::refuse`]), so WeChat delivers the notification again.
+/// Refusals (body too large, configuration) are answered with WeChat's failure answer by the
+/// core ([`notify::refuse`]), so WeChat delivers the notification again.
 async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
     spin::serve_notify(req, async |incoming, vars| -> Answer {
+        let dialect = notify::Dialect::of(incoming.request.wechatpay.as_ref());
         if incoming.method != "POST" {
-            return notify::refuse(&incoming.wrong_method()).into();
+            return notify::refuse(&incoming.wrong_method(), dialect).into();
         }
-        let config = match MerchantConfig::load(vars) {
+        let config = match MerchantConfig::load_for(vars, Signing::VerifiesOnly) {
             Ok(config) => config,
-            Err(problems) => return notify::refuse(&Refusal::Config(problems)).into(),
+            Err(problems) => return notify::refuse(&Refusal::Config(problems), dialect).into(),
         };
         let env = Env::new(SpinStore::new(), (), SystemClock, (), config);
-        notify::notify(&env, &incoming.request.body).await.into()
+        notify::notify(&env, &incoming.request).await.into()
     })
     .await
 }

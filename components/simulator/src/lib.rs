@@ -1,6 +1,7 @@
 //! `simulator` component: `/_sim/...` → [`wxpay::sim::handle`], the embedded WeChat Pay
-//! simulator (jscode2session, unifiedorder / orderquery / closeorder, the user paying through
-//! `POST /_sim/pay`, fault injection through `/_sim/faults`).
+//! simulator (jscode2session, APIv2's unifiedorder / orderquery / closeorder, APIv3's JSAPI
+//! order / query / close, the user paying through `POST /_sim/pay`, fault injection through
+//! `/_sim/faults`).
 //!
 //! Reads `wxpay_mode` and `wxpay_sign_type`: in live mode (or with an invalid mode) every route
 //! answers 404. Keeps its state in KV under `sim:`; reaches nothing: `POST /_sim/pay` delivers
@@ -33,6 +34,7 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             method: incoming.method.as_str(),
             path: &path,
             query: incoming.query(),
+            authorization: incoming.request.authorization.as_deref(),
             body: &incoming.request.body,
         };
         sim::handle(&env, &SpinSleep, request).await

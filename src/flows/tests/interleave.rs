@@ -193,7 +193,7 @@ fn notify_task<'w>(
 ) -> Task<'w> {
     let env = w.env_on(stepped(w, trace, name), merchant(w.sign_type));
     Box::pin(async move {
-        let (r, outcome) = notify::notify(&env, &body).await;
+        let (r, outcome) = notify::notify(&env, &crate::flows::Request::new(body.clone())).await;
         Done::Notify(r, outcome)
     })
 }
