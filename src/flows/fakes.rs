@@ -508,6 +508,8 @@ pub struct V3Signer {
 
 impl V3Signer {
     pub const PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0112345678902025112700000000000001";
+    /// The serial of the merchant certificate WeChat knows for the test merchant key.
+    pub const MERCHANT_SERIAL: &str = "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C";
     pub const WECHATPAY_KEY: &str = include_str!("../v3/testdata/wechatpay_key.pem");
     pub const WECHATPAY_PUB: &str = include_str!("../v3/testdata/wechatpay_pub.pem");
     pub const PLATFORM_CERT: &str = include_str!("../v3/testdata/wechatpay_platform_cert.pem");
@@ -662,7 +664,7 @@ impl FakeWechat {
             crate::v3::verify::PublicKey::from_pem(include_str!("../v3/testdata/merchant_pub.pem"))
                 .unwrap();
         let signed_ok = params.get("mchid") == Some(&self.merchant.mch_id.as_str())
-            && params.get("serial_no") == Some(&v3.mch_cert_serial.as_str())
+            && params.get("serial_no") == Some(&V3Signer::MERCHANT_SERIAL)
             && merchant_public.verifies(message.as_bytes(), params.get("signature").unwrap_or(&""));
         if !signed_ok {
             return Ok(self.v3_error(401, "SIGN_ERROR", timestamp, None));

@@ -191,9 +191,18 @@ fn notify_task<'w>(
     body: Vec<u8>,
     name: &'static str,
 ) -> Task<'w> {
-    let env = w.env_on(stepped(w, trace, name), merchant(w.sign_type));
+    notify_request_task(w, trace, Request::new(body), name)
+}
+
+fn notify_request_task<'w>(
+    w: &'w World,
+    trace: &'w RefCell<Vec<String>>,
+    request: Request,
+    name: &'static str,
+) -> Task<'w> {
+    let env = w.env_on(stepped(w, trace, name), w.merchant.clone());
     Box::pin(async move {
-        let (r, outcome) = notify::notify(&env, &crate::flows::Request::new(body.clone())).await;
+        let (r, outcome) = notify::notify(&env, &request).await;
         Done::Notify(r, outcome)
     })
 }
@@ -352,6 +361,36 @@ fn notify_x_poll_when_wechat_knows_the_payment() {
         // Both sources wrote the payment: the same bytes.
         assert_eq!(w.store.order(no).unwrap().status, Status::Paid);
     });
+}
+
+/// APIv3: two deliveries of the same notification, in every order: one payment, both
+/// answered 204.
+#[test]
+fn v3_notify_x_notify() {
+    let scenario = Scenario {
+        setup: || {
+            let w = super::v3::v3_world(super::v3::public_key_mode());
+            let (no, _) = super::v3::create_v3(&w);
+            w.wx.pay(&no, 3980);
+            (w, no)
+        },
+        handlers: |w, no, trace| {
+            let n = super::v3::V3Notification::default();
+            vec![
+                notify_request_task(w, trace, n.request(w, no, |_| {}), "notify 1"),
+                notify_request_task(w, trace, n.request(w, no, |_| {}), "notify 2"),
+            ]
+        },
+    };
+    let n = explore(&scenario, |w, no, done| {
+        assert!(
+            done.iter()
+                .filter(|d| matches!(d, Done::Notify(..)))
+                .all(|d| matches!(d, Done::Notify(r, _) if r.status == 204))
+        );
+        assert_eq!(w.store.order(no).unwrap().status, Status::Paid);
+    });
+    assert!(n >= 2, "{n} schedules");
 }
 
 #[test]
