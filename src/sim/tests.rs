@@ -27,6 +27,8 @@ use crate::v2::api::{self, ErrCode, ReplyError, TradeState as ApiTradeState, Uni
 use crate::v2::sign::{SignType, sign_in_place};
 use crate::v2::xml;
 
+mod v3;
+
 const NOW: u64 = 1_714_550_400; // 2024-05-01T08:00:00Z
 
 /// Records the pauses the simulator asked for.
