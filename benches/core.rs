@@ -3,7 +3,9 @@
 //! The message is PROTOCOL.md's S6 payment notification with the key of S1 (the simulator's
 //! public test key); the full-flow benchmark runs `flows::notify::notify` for a duplicate of an
 //! applied notification against an in-memory store, the notify route's steady state under
-//! WeChat's retries.
+//! WeChat's retries. The APIv3 rows use the simulator's development keys: the RSA-2048
+//! private-key operation (a paySign, an `Authorization`), the public-key verification and the
+//! AES-256-GCM decryption of a notification, each alone and in the notify flow.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wxpay::config::{MerchantConfig, Mode};
-use wxpay::flows::{Clock, Env, Store, StoreError};
+use wxpay::flows::{Clock, Env, Request, Store, StoreError};
 use wxpay::money::Fen;
 use wxpay::order::{NewOrder, Order, Product, Status, Trigger, TriggerKind, order_key};
 use wxpay::secret::Secret;
@@ -251,14 +253,13 @@ fn notify_flow(c: &mut Criterion) {
         // Stores the order, then applies the notification once: every later one is a duplicate.
         let order = awaiting_order();
         ready(store.set(&order_key(ORDER_NO), &order.to_json().expect("encodes"))).expect("stored");
-        let (_, first) = ready(wxpay::flows::notify::notify(&env, body.as_bytes()));
+        let request = Request::new(body);
+        let (_, first) = ready(wxpay::flows::notify::notify(&env, &request));
         assert!(first.is_success(), "{first:?}");
         c.bench_function(&format!("flow/notify_duplicate/{name}"), |b| {
             b.iter(|| {
-                let (response, outcome) = ready(wxpay::flows::notify::notify(
-                    &env,
-                    black_box(body.as_bytes()),
-                ));
+                let (response, outcome) =
+                    ready(wxpay::flows::notify::notify(&env, black_box(&request)));
                 debug_assert!(matches!(
                     outcome,
                     wxpay::flows::notify::NotifyOutcome::Duplicate { .. }
@@ -269,6 +270,96 @@ fn notify_flow(c: &mut Criterion) {
     }
 }
 
+/// The S6 payment as an APIv3 notification signed and encrypted with the simulator's keys.
+fn v3_notification() -> Request {
+    let transaction = serde_json::json!({
+        "appid": wxpay::config::SIM_APPID, "mchid": wxpay::config::SIM_MCH_ID,
+        "out_trade_no": ORDER_NO, "transaction_id": TRANSACTION_ID, "trade_type": "JSAPI",
+        "trade_state": "SUCCESS", "success_time": "2014-09-03T13:15:40+08:00",
+        "payer": {"openid": OPENID}, "amount": {"total": 1, "currency": "CNY"}
+    })
+    .to_string();
+    let key = Secret::new(wxpay::config::SIM_APIV3_KEY);
+    let ciphertext =
+        wxpay::v3::aead::encrypt(&key, "0123456789ab", "transaction", transaction.as_bytes())
+            .expect("encrypts");
+    let body = serde_json::json!({
+        "id": "EV-1", "create_time": "2014-09-03T13:15:41+08:00",
+        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": ciphertext, "associated_data": "transaction", "nonce": "0123456789ab"}
+    })
+    .to_string();
+    let wechat = wxpay::v3::sign::MerchantKey::from_pem(wxpay::config::SIM_WECHATPAY_PRIVATE_KEY)
+        .expect("parses");
+    let headers = wxpay::v3::sign::wechatpay_headers(
+        &wechat,
+        wxpay::config::SIM_WECHATPAY_PUBLIC_KEY_ID,
+        NOW,
+        "c5ac7061fccab6bf3e254dcf98995b8c",
+        body.as_bytes(),
+    );
+    let mut request = Request::new(body);
+    request.wechatpay = Some(headers);
+    request
+}
+
+fn v3(c: &mut Criterion) {
+    let merchant =
+        wxpay::v3::sign::MerchantKey::from_pem(wxpay::config::SIM_MCH_PRIVATE_KEY).expect("parses");
+    c.bench_function("v3/pay_sign_rsa2048", |b| {
+        b.iter(|| {
+            wxpay::v3::sign::pay_sign(
+                &merchant,
+                black_box(wxpay::config::SIM_APPID),
+                "1414561699",
+                "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+                "prepay_id=wx201410272009395522657a690389285100",
+            )
+        })
+    });
+    c.bench_function("v3/merchant_key_from_pem", |b| {
+        b.iter(|| {
+            wxpay::v3::sign::MerchantKey::from_pem(black_box(wxpay::config::SIM_MCH_PRIVATE_KEY))
+        })
+    });
+    let request = v3_notification();
+    let headers = request.wechatpay.clone().expect("signed");
+    let keys = [wxpay::v3::verify::WechatPayKey {
+        id: wxpay::config::SIM_WECHATPAY_PUBLIC_KEY_ID.into(),
+        key: wxpay::v3::verify::PublicKey::from_pem(wxpay::config::SIM_WECHATPAY_PUBLIC_KEY)
+            .expect("parses"),
+    }];
+    c.bench_function("v3/verify_notification_rsa2048", |b| {
+        b.iter(|| wxpay::v3::verify::verify(&headers.signed(black_box(&request.body)), &keys, NOW))
+    });
+    let envelope: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+    let key = Secret::new(wxpay::config::SIM_APIV3_KEY);
+    let ciphertext = envelope["resource"]["ciphertext"].as_str().expect("text");
+    c.bench_function("v3/decrypt_resource_aes256gcm", |b| {
+        b.iter(|| {
+            wxpay::v3::aead::decrypt(&key, "0123456789ab", "transaction", black_box(ciphertext))
+        })
+    });
+    // The whole notify flow for a duplicate (verify, decrypt, read, judge; no write).
+    let store = MemStore::default();
+    let env = Env::new(
+        &store,
+        (),
+        FixedClock,
+        (),
+        MerchantConfig::simulator(SignType::Md5),
+    );
+    let order = awaiting_order();
+    ready(store.set(&order_key(ORDER_NO), &order.to_json().expect("encodes"))).expect("stored");
+    let (_, first) = ready(wxpay::flows::notify::notify(&env, &request));
+    assert!(first.is_success(), "{first:?}");
+    c.bench_function("flow/notify_duplicate/v3", |b| {
+        b.iter(|| ready(wxpay::flows::notify::notify(&env, black_box(&request))))
+    });
+}
+
 criterion_group!(
     benches,
     signatures,
@@ -276,6 +367,7 @@ criterion_group!(
     notification,
     pay_params_and_session,
     order_transition,
-    notify_flow
+    notify_flow,
+    v3
 );
 criterion_main!(benches);

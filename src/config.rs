@@ -669,13 +669,15 @@ pub struct MerchantConfig {
     pub mch_api: String,
 }
 
-/// Whether a component signs APIv3 requests (and so reads the merchant private key).
+/// What a component does with APIv3's keys (each declares only the variables it uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signing {
-    /// `order`, `admin`: they call WeChat Pay.
+    /// `order`, `admin`: they call WeChat Pay, signing with the merchant private key.
     Signs,
-    /// `notify`, `pay-sign`: they only verify (notify) or hand back stored params (pay-sign).
+    /// `notify`: verifies and decrypts (WeChat Pay key, APIv3 key); no merchant private key.
     VerifiesOnly,
+    /// `pay-sign`: hands back an APIv3 order's stored params; no APIv3 key at all.
+    NoV3Keys,
 }
 
 impl MerchantConfig {
@@ -716,7 +718,8 @@ impl MerchantConfig {
         } else {
             None
         };
-        let v3 = if api_version == ApiVersion::V3 || read(source, WXPAY_APIV3_KEY).is_some() {
+        let wants_v3 = api_version == ApiVersion::V3 || read(source, WXPAY_APIV3_KEY).is_some();
+        let v3 = if wants_v3 && signing != Signing::NoV3Keys {
             let signs = api_version == ApiVersion::V3 && signing == Signing::Signs;
             match V3Config::load(source, signs) {
                 Ok(v3) => Some(v3),
@@ -756,6 +759,7 @@ impl MerchantConfig {
     /// both), the private key parsed only for a component that signs APIv3.
     pub fn simulator_for(sign_type: SignType, api_version: ApiVersion, signing: Signing) -> Self {
         let signs = api_version == ApiVersion::V3 && signing == Signing::Signs;
+        let v3 = (signing != Signing::NoV3Keys).then(|| V3Config::simulator(signs));
         Self {
             mode: Mode::Simulator,
             api_version,
@@ -763,7 +767,7 @@ impl MerchantConfig {
             mch_id: SIM_MCH_ID.to_owned(),
             api_key: Some(Secret::new(SIM_API_KEY)),
             sign_type,
-            v3: Some(V3Config::simulator(signs)),
+            v3,
             notify_url: SIM_NOTIFY_URL.to_owned(),
             mch_api: SIM_BASE.to_owned(),
         }

@@ -157,7 +157,7 @@ fn receive_v2(
     merchant: &MerchantConfig,
     body: &[u8],
     now: u64,
-) -> Result<Received, (Response, NotifyOutcome)> {
+) -> Result<Received, Box<(Response, NotifyOutcome)>> {
     let n = crate::v2::notify::parse(body, merchant).map_err(|e| {
         let short = match &e {
             NotifyError::Xml(_) => "invalid XML",
@@ -165,7 +165,7 @@ fn receive_v2(
             NotifyError::MissingOrderNo => "missing out_trade_no",
             NotifyError::SignTypeDowngrade { .. } => "signature type",
         };
-        Dialect::V2.rejected(401, short, e.to_string())
+        Box::new(Dialect::V2.rejected(401, short, e.to_string()))
     })?;
     let at = n
         .params
@@ -190,17 +190,19 @@ async fn receive_v3<S: Store>(
     headers: &SignatureHeaders,
     body: &[u8],
     now: u64,
-) -> Result<Received, (Response, NotifyOutcome)> {
+) -> Result<Received, Box<(Response, NotifyOutcome)>> {
     let Some(v3) = &merchant.v3 else {
-        return Err(Dialect::V3.failed(
-            "an APIv3 notification arrived, but APIv3 is not configured (wxpay_apiv3_key and \
+        return Err(Box::new(
+            Dialect::V3.failed(
+                "an APIv3 notification arrived, but APIv3 is not configured (wxpay_apiv3_key and \
              the WeChat Pay key): not applied"
-                .into(),
+                    .into(),
+            ),
         ));
     };
     let keys = keys_for(store, v3, &headers.serial, now)
         .await
-        .map_err(|e| Dialect::V3.failed(e.message))?;
+        .map_err(|e| Box::new(Dialect::V3.failed(e.message)))?;
     let n = crate::v3::notify::parse(&headers.signed(body), &keys, &v3.apiv3_key, now).map_err(
         |e| {
             let short = match &e {
@@ -217,11 +219,11 @@ async fn receive_v3<S: Store>(
         .and_then(|s| parse_rfc3339_offset(s).ok())
         .map_or_else(|| rfc3339(now), rfc3339);
     if t.out_trade_no.is_empty() {
-        return Err(Dialect::V3.rejected(
+        return Err(Box::new(Dialect::V3.rejected(
             401,
             "missing out_trade_no",
             "notification has no out_trade_no".into(),
-        ));
+        )));
     }
     Ok(Received {
         order_no: t.out_trade_no.clone(),
@@ -250,7 +252,7 @@ where
     };
     let n = match received {
         Ok(n) => n,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let order_no = n.order_no.clone();
     let order = if valid_out_trade_no(&order_no) {

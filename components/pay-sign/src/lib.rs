@@ -20,8 +20,8 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
         let Some(order_no) = incoming.path_param("order_no") else {
             return Response::error(404, "not_found", "no order number in the route");
         };
-        // The stored APIv3 params need no merchant private key.
-        let config = match ShopConfig::load_for(vars, Signing::VerifiesOnly) {
+        // The stored APIv3 params need no APIv3 key.
+        let config = match ShopConfig::load_for(vars, Signing::NoV3Keys) {
             Ok(config) => config,
             Err(problems) => return Response::config_error(&problems),
         };
