@@ -11,3 +11,4 @@ mod flow;
 mod input;
 mod notify;
 mod support;
+mod v3;

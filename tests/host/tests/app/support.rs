@@ -241,7 +241,7 @@ async fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<by
         .unwrap_or("")
         .to_owned();
     if path == "/sns/jscode2session" {
-        return login(&req.path_and_query);
+        return login_reply(&req.path_and_query);
     }
     let Ok(sent) = xml::read(&req.body) else {
         return xml_response(
@@ -390,7 +390,7 @@ async fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<by
 }
 
 /// jscode2session: `u-<user>-<n>` logs `<user>` in; `used` is a used code (40029); `busy` -1.
-fn login(path_and_query: &str) -> http::Response<bytes::Bytes> {
+pub fn login_reply(path_and_query: &str) -> http::Response<bytes::Bytes> {
     let query: HashMap<&str, &str> = path_and_query
         .split_once('?')
         .map_or("", |(_, q)| q)
