@@ -112,47 +112,55 @@ async fn readme_quickstart_word_for_word() {
         readme.contains("\nspin up --build\n"),
         "the Quickstart starts the app with `spin up --build`"
     );
-    let up = up(&spin, &[]).await;
-    let script = quickstart_script(&readme);
-    let base_line = "BASE=http://127.0.0.1:3000";
-    assert!(script.contains(base_line), "{script}");
-    let script = script.replace(base_line, &format!("BASE={}", up.base()));
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", up.output());
-    // Step 3 shows the simulator's answer: the notification was delivered and acknowledged.
-    let (paid, last) = stdout.trim_end().rsplit_once('\n').expect("two outputs");
-    let paid: Value = serde_json::from_str(paid).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(paid["notified"], true, "{paid}");
-    assert_eq!(paid["result"], "SUCCESS");
-    assert_eq!(paid["deliveries"][0]["status"], 200, "{paid}");
-    // Step 4 prints what the README says it prints.
-    assert_eq!(last, "\"PAID\"", "{stdout}");
-
-    // The admin token the README gives for simulator mode.
-    let products = up
-        .request(
-            "GET",
-            "/api/admin/products",
-            &[("authorization", "Bearer simulator-admin-token")],
-            "",
-        )
+    assert!(
+        readme.contains("spin up --build --variable wxpay_api_version=v3"),
+        "the README runs the same walk-through on APIv3"
+    );
+    // APIv2 (the default), then the same script against APIv3: the simulator's notification is
+    // then encrypted JSON, acknowledged with 204.
+    for (variables, acknowledged) in [(&[][..], 200), (&[("wxpay_api_version", "v3")][..], 204)] {
+        let up = up(&spin, variables).await;
+        let script = quickstart_script(&readme);
+        let base_line = "BASE=http://127.0.0.1:3000";
+        assert!(script.contains(base_line), "{script}");
+        let script = script.replace(base_line, &format!("BASE={}", up.base()));
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .output()
+        })
         .await
-        .unwrap();
-    assert_eq!(products.status, 200, "{}", products.text());
-    assert_eq!(products.json()["products"][0]["sku"], "demo");
-    // Simulator mode is marked in the log.
-    assert!(up.output().contains("NO REAL PAYMENT"), "{}", up.output());
-    assert_clean_output(&up);
+        .unwrap()
+        .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}\n{}", up.output());
+        // Step 3 shows the simulator's answer: the notification was delivered and acknowledged.
+        let (paid, last) = stdout.trim_end().rsplit_once('\n').expect("two outputs");
+        let paid: Value = serde_json::from_str(paid).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(paid["notified"], true, "{paid}");
+        assert_eq!(paid["result"], "SUCCESS");
+        assert_eq!(paid["deliveries"][0]["status"], acknowledged, "{paid}");
+        // Step 4 prints what the README says it prints.
+        assert_eq!(last, "\"PAID\"", "{stdout}");
+
+        // The admin token the README gives for simulator mode.
+        let products = up
+            .request(
+                "GET",
+                "/api/admin/products",
+                &[("authorization", "Bearer simulator-admin-token")],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(products.status, 200, "{}", products.text());
+        assert_eq!(products.json()["products"][0]["sku"], "demo");
+        // Simulator mode is marked in the log.
+        assert!(up.output().contains("NO REAL PAYMENT"), "{}", up.output());
+        assert_clean_output(&up);
+    }
 }
 
 // ---- Every route in live mode ---------------------------------------------------------------------

@@ -171,6 +171,69 @@ async fn readme_quickstart_runs_with_the_default_manifest() {
     assert!(app.host_errors().is_empty(), "{:?}", app.host_errors());
 }
 
+/// The same walk-through with `--variable wxpay_api_version=v3`: RSA pay params, and the
+/// simulator's notification is APIv3's encrypted JSON, acknowledged with 204.
+#[tokio::test]
+async fn readme_quickstart_runs_on_apiv3() {
+    let app = TestApp::builder(MANIFEST)
+        .variable("wxpay_api_version", "v3")
+        .start()
+        .await
+        .expect("app starts");
+    let token = login(&app, "v3-code").await;
+    let res = create_order(&app, &token).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let created = json_of(&res);
+    assert_eq!(created["pay_params"]["signType"], "RSA", "{created}");
+    let order_no = created["order"]["order_no"].as_str().unwrap().to_owned();
+    // Re-signing hands back the stored params.
+    let res = app
+        .request(post_json(
+            &format!("/api/orders/{order_no}/pay-params"),
+            Some(&token),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(json_of(&res), created["pay_params"]);
+    set_faults(&app, json!({"duplicate_notifications": 3})).await;
+    let res = app
+        .request(post_json(
+            "/_sim/pay",
+            None,
+            json!({"prepay_id": prepay_id(&created)}),
+        ))
+        .await
+        .unwrap();
+    let paid = json_of(&res);
+    assert_eq!(paid["notified"], true, "{paid}");
+    let deliveries = paid["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3, "{paid}");
+    assert!(deliveries.iter().all(|d| d["status"] == 204), "{paid}");
+    let res = app
+        .request(get_with(&format!("/api/orders/{order_no}"), &token))
+        .await
+        .unwrap();
+    assert_eq!(json_of(&res)["status"], "PAID");
+    let order = json_of(
+        &app.request(get_with(
+            &format!("/api/admin/orders/{order_no}"),
+            SIM_ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap(),
+    );
+    let paid_events = order["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["to"] == "PAID")
+        .count();
+    assert_eq!(paid_events, 1, "{order}");
+    assert!(!app.logs().contains(wxpay::config::SIM_APIV3_KEY));
+    assert!(app.host_errors().is_empty(), "{:?}", app.host_errors());
+}
+
 #[tokio::test]
 async fn systemerror_once_is_retried_and_the_order_is_created() {
     let app = simulator_app().await;
