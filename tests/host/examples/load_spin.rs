@@ -52,7 +52,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use load_common::{
     ADMIN_TOKEN, Measurement, ORDER, PROBES, PRODUCT, concurrency, env_or, fake_wechat,
-    live_variables, micros, notification, only_routes, probe_takes_notification, session_token,
+    live_v3_variables, live_variables, micros, notification, only_routes, probe_takes_notification,
+    session_token, v3_notification,
 };
 use spin_test_host::real_spin::{SpinUp, find_spin, spin_build, workspace_root};
 use wasmtime_wasi_http::io::TokioIo;
@@ -64,8 +65,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
     App,
+    /// The same app configured for WeChat Pay APIv3.
+    AppV3,
     Hello,
 }
+
+/// The v3 notify route's name: its signature is made again for each concurrency (WeChat's
+/// signatures are refused 5 minutes after they were made).
+const V3_NOTIFY: &str = "v3 notify (duplicate)";
 
 /// One route under load: how to build its request and which status it must answer.
 #[derive(Clone)]
@@ -76,6 +83,8 @@ struct Route {
     path: String,
     bearer: Option<String>,
     body: Bytes,
+    /// Headers besides the bearer token and the content type (APIv3's `Wechatpay-*`).
+    headers: Vec<(&'static str, String)>,
     status: u16,
     /// The probe that uses the same runtime features as this route, if there is one.
     probe: Option<&'static str>,
@@ -92,6 +101,9 @@ impl Route {
         }
         if !self.body.is_empty() {
             builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, value);
         }
         // As an HTTP client does for a request with a body of known length (hyper, `curl -d`).
         if self.method != "GET" {
@@ -284,9 +296,14 @@ async fn main() -> anyhow::Result<()> {
     let variables = live_variables(&origin);
     let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = SpinUp::start(&spin, &app_manifest, &variables).await?;
+    let v3_variables = live_v3_variables(&origin);
+    let v3_variables: Vec<(&str, &str)> =
+        v3_variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app_v3 = SpinUp::start(&spin, &app_manifest, &v3_variables).await?;
     let hello = SpinUp::start(&spin, &hello_manifest, &[]).await?;
     let addr_of = |target: Target| match target {
         Target::App => app.addr(),
+        Target::AppV3 => app_v3.addr(),
         Target::Hello => hello.addr(),
     };
 
@@ -299,11 +316,14 @@ async fn main() -> anyhow::Result<()> {
         path: "/api/admin/products/tea".into(),
         bearer: Some(ADMIN_TOKEN.into()),
         body: Bytes::from_static(PRODUCT.as_bytes()),
+        headers: Vec::new(),
         status: 200,
         probe: None,
     };
-    let (status, text) = once(app.addr(), &put).await?;
-    anyhow::ensure!(status == 200, "product: {status} {text}");
+    for up in [&app, &app_v3] {
+        let (status, text) = once(up.addr(), &put).await?;
+        anyhow::ensure!(status == 200, "product: {status} {text}");
+    }
     let create = Route {
         name: "create order",
         target: Target::App,
@@ -311,17 +331,29 @@ async fn main() -> anyhow::Result<()> {
         path: "/api/orders".into(),
         bearer: Some(token.clone()),
         body: Bytes::from_static(ORDER.as_bytes()),
+        headers: Vec::new(),
         status: 201,
         probe: None,
     };
+    let create_v3 = Route {
+        name: "v3 create order",
+        target: Target::AppV3,
+        ..create.clone()
+    };
     let mut orders = Vec::new();
-    for _ in 0..2 {
-        let (status, text) = once(app.addr(), &create).await?;
-        anyhow::ensure!(status == 201, "create: {status} {text}\n{}", app.output());
+    for (up, route) in [
+        (&app, &create),
+        (&app, &create),
+        (&app_v3, &create_v3),
+        (&app_v3, &create_v3),
+    ] {
+        let (status, text) = once(up.addr(), route).await?;
+        anyhow::ensure!(status == 201, "create: {status} {text}\n{}", up.output());
         let body: serde_json::Value = serde_json::from_str(&text)?;
         orders.push(body["order"]["order_no"].as_str().unwrap_or("").to_owned());
     }
     let (paid, awaiting) = (orders[0].clone(), orders[1].clone());
+    let (paid_v3, awaiting_v3) = (orders[2].clone(), orders[3].clone());
     let notify = Route {
         name: "notify (duplicate)",
         target: Target::App,
@@ -329,6 +361,7 @@ async fn main() -> anyhow::Result<()> {
         path: "/api/wxpay/notify".into(),
         bearer: None,
         body: Bytes::from(notification(&paid)),
+        headers: Vec::new(),
         status: 200,
         probe: Some("probe: notify's runtime features"),
     };
@@ -337,6 +370,23 @@ async fn main() -> anyhow::Result<()> {
         status == 200 && text.contains("SUCCESS"),
         "notify: {status} {text}"
     );
+    let v3_notify = || {
+        let (body, headers) = v3_notification(&paid_v3);
+        Route {
+            name: V3_NOTIFY,
+            target: Target::AppV3,
+            body: Bytes::from(body),
+            headers,
+            status: 204,
+            ..notify.clone()
+        }
+    };
+    let (status, text) = once(app_v3.addr(), &v3_notify()).await?;
+    anyhow::ensure!(
+        status == 204,
+        "v3 notify: {status} {text}\n{}",
+        app_v3.output()
+    );
     let get = |name, path: String, bearer: Option<String>| Route {
         name,
         target: Target::App,
@@ -344,19 +394,28 @@ async fn main() -> anyhow::Result<()> {
         path,
         bearer,
         body: Bytes::new(),
+        headers: Vec::new(),
         status: 200,
         probe: None,
     };
 
+    let resign = Route {
+        name: "pay-params (re-sign)",
+        method: "POST",
+        path: format!("/api/orders/{awaiting}/pay-params"),
+        bearer: Some(token.clone()),
+        probe: Some("probe: re-sign's runtime features"),
+        ..get("", String::new(), None)
+    };
     let routes = [
         notify.clone(),
+        v3_notify(),
+        resign.clone(),
         Route {
-            name: "pay-params (re-sign)",
-            method: "POST",
-            path: format!("/api/orders/{awaiting}/pay-params"),
-            bearer: Some(token.clone()),
-            probe: Some("probe: re-sign's runtime features"),
-            ..get("", String::new(), None)
+            name: "v3 pay-params (re-sign)",
+            target: Target::AppV3,
+            path: format!("/api/orders/{awaiting_v3}/pay-params"),
+            ..resign.clone()
         },
         get(
             "GET order (paid)",
@@ -365,6 +424,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         get("health", "/api/health".into(), None),
         create,
+        create_v3,
     ];
     let hello_route = Route {
         target: Target::Hello,
@@ -435,6 +495,13 @@ async fn main() -> anyhow::Result<()> {
             measure(hello.addr(), &hello_log, clients, secs, max).await,
         ));
         for route in &selected {
+            let fresh;
+            let route = if route.name == V3_NOTIFY {
+                fresh = v3_notify();
+                &fresh
+            } else {
+                route
+            };
             let m = measure(addr_of(route.target), route, clients, secs, max).await;
             rows.push((route.name, route.probe, m));
         }
@@ -465,7 +532,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!("load average {} at the end", load_average());
-    for (what, up) in [("app", &app), ("hello", &hello)] {
+    for (what, up) in [("app", &app), ("app (v3)", &app_v3), ("hello", &hello)] {
         if let Some(bad) = failure_in(up) {
             println!("spin up ({what}) printed {bad:?}: see its output");
         }

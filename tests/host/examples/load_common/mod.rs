@@ -29,7 +29,7 @@ pub const ORDER: &str = r#"{"sku":"tea","quantity":1}"#;
 /// (name, method, path below `/probe/`). `notify` uses what the notify route uses of the
 /// runtime, with the notification as body; `pay-params` what the re-sign route uses (an empty
 /// POST, `Content-Length: 0`).
-pub const PROBES: [(&str, &str, &str); 11] = [
+pub const PROBES: [(&str, &str, &str); 14] = [
     ("probe: none", "GET", "none"),
     ("probe: read body", "POST", "body"),
     ("probe: read empty body", "GET", "body"),
@@ -41,6 +41,9 @@ pub const PROBES: [(&str, &str, &str); 11] = [
     ("probe: JSON log line", "GET", "json-log"),
     ("probe: notify's runtime features", "POST", "notify"),
     ("probe: re-sign's runtime features", "POST", "pay-params"),
+    ("probe: RSA-2048 verify (v3 notify)", "GET", "rsa-verify"),
+    ("probe: AES-256-GCM decrypt (v3 notify)", "GET", "aes-gcm"),
+    ("probe: RSA-2048 sign (v3 order)", "GET", "rsa-sign"),
 ];
 
 /// Whether probe `path` is sent the notification as its body.
@@ -71,6 +74,84 @@ pub fn live_variables(origin: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+// ---- APIv3 (the vectors' throw-away keys, src/v3/testdata/; load_spin.rs measures it) ------------
+
+#[allow(dead_code)] // load_spin.rs only
+pub const APIV3_KEY: &str = "Zq4Wv8Ln3Rx7Tb1Yc5Hm9Jd2Fg6Ka0Pe";
+#[allow(dead_code)] // load_spin.rs only
+const MERCHANT_KEY: &str = include_str!("../../../../src/v3/testdata/merchant_key.pem");
+const WECHATPAY_KEY: &str = include_str!("../../../../src/v3/testdata/wechatpay_key.pem");
+#[allow(dead_code)] // load_spin.rs only
+const WECHATPAY_PUB: &str = include_str!("../../../../src/v3/testdata/wechatpay_pub.pem");
+const PUB_KEY_ID: &str = "PUB_KEY_ID_0112345678902025112700000000000001";
+
+/// The live app's variables for APIv3 (WeChat Pay public-key mode), WeChat played by the fake
+/// at `origin`.
+#[allow(dead_code)] // load_spin.rs only
+pub fn live_v3_variables(origin: &str) -> Vec<(&'static str, String)> {
+    let mut variables = live_variables(origin);
+    variables.extend(
+        [
+            ("wxpay_api_version", "v3"),
+            ("wxpay_apiv3_key", APIV3_KEY),
+            ("wxpay_mch_private_key", MERCHANT_KEY),
+            (
+                "wxpay_mch_cert_serial",
+                "1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C",
+            ),
+            ("wxpay_public_key", WECHATPAY_PUB),
+            ("wxpay_public_key_id", PUB_KEY_ID),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name, value.to_owned())),
+    );
+    variables
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `body` signed by the WeChat Pay test key now: the `Wechatpay-*` headers.
+pub fn wechatpay_signed(body: &[u8]) -> Vec<(&'static str, String)> {
+    let key = wxpay::v3::sign::MerchantKey::from_pem(WECHATPAY_KEY).expect("test key");
+    wxpay::v3::sign::wechatpay_headers(&key, PUB_KEY_ID, now(), "loadnonce0loadnonce0", body)
+        .to_headers()
+        .to_vec()
+}
+
+/// The APIv3 payment notification for the order `paid` (199 fen), signed now (its signature
+/// is refused 5 minutes from now: build it again for a later measurement).
+#[allow(dead_code)] // load_spin.rs only
+pub fn v3_notification(paid: &str) -> (String, Vec<(&'static str, String)>) {
+    let transaction = serde_json::json!({
+        "appid": APPID, "mchid": MCH_ID, "out_trade_no": paid, "transaction_id": TRANSACTION_ID,
+        "trade_type": "JSAPI", "trade_state": "SUCCESS",
+        "success_time": "2026-11-27T15:00:00+08:00",
+        "payer": {"openid": OPENID}, "amount": {"total": 199, "currency": "CNY"}
+    })
+    .to_string();
+    let ciphertext = wxpay::v3::aead::encrypt(
+        &Secret::new(APIV3_KEY),
+        "0123456789ab",
+        "transaction",
+        transaction.as_bytes(),
+    )
+    .expect("encrypts");
+    let body = serde_json::json!({
+        "id": "EV-load", "create_time": "2026-11-27T15:00:01+08:00",
+        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": ciphertext, "associated_data": "transaction", "nonce": "0123456789ab"}
+    })
+    .to_string();
+    let headers = wechatpay_signed(body.as_bytes());
+    (body, headers)
+}
+
 /// A session token of the load's user.
 pub fn session_token() -> anyhow::Result<String> {
     let now = std::time::SystemTime::now()
@@ -98,12 +179,39 @@ fn signed_xml(mut p: Params) -> String {
 }
 
 /// The fake WeChat Pay: every unified order succeeds at once (a fresh prepay_id, signed reply);
-/// anything else is a 404 (the load calls nothing else).
+/// every APIv3 JSAPI order too, with one prepay id whose signed reply is made again every 60 s
+/// (so that the fake's own RSA signing stays out of the measured order route); anything else
+/// is a 404 (the load calls nothing else).
 pub async fn fake_wechat() -> FakeServer {
     let next = Arc::new(AtomicU64::new(0));
+    let v3_reply: Arc<std::sync::Mutex<Option<(u64, Vec<(&'static str, String)>)>>> =
+        Arc::default();
     FakeServer::start(move |req| {
         let n = next.fetch_add(1, Ordering::Relaxed);
+        let v3_reply = v3_reply.clone();
         async move {
+            if req.path_and_query == "/v3/pay/transactions/jsapi" {
+                let body = r#"{"prepay_id":"wx27150000000000000000000000v3load"}"#;
+                let headers = {
+                    let mut cached = v3_reply.lock().unwrap_or_else(|e| e.into_inner());
+                    match &*cached {
+                        Some((at, headers)) if now().saturating_sub(*at) < 60 => headers.clone(),
+                        _ => {
+                            let headers = wechatpay_signed(body.as_bytes());
+                            *cached = Some((now(), headers.clone()));
+                            headers
+                        }
+                    }
+                };
+                let mut response = text_response(200, body);
+                for (name, value) in headers {
+                    response.headers_mut().insert(
+                        name,
+                        http::HeaderValue::from_str(&value).expect("header value"),
+                    );
+                }
+                return response;
+            }
             if !req.path_and_query.starts_with("/pay/unifiedorder") {
                 return text_response(404, format!("not faked: {}", req.path_and_query));
             }
