@@ -36,6 +36,7 @@ use crate::flows::{
     Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, OutboundRequest, Refusal, Request, Response,
     Store, StoreError, Transport, TransportError,
 };
+pub use crate::sim::link::{AllApis, LoginApi, SimApis};
 use crate::sim::link::{Outbound, SimulatorLink};
 use crate::v3::verify::SignatureHeaders;
 
@@ -277,13 +278,19 @@ impl crate::sim::Sleep for SpinSleep {
 }
 
 /// A component's WeChat transport: [`SpinTransport`] in live mode; in simulator mode the
-/// simulator's WeChat APIs in-process over the same `store` (Spin 4.0.x has no self requests
-/// for WASIp3 components), with the network's [`FIRST_BYTE_TIMEOUT`].
-pub type WeChatTransport<'a> =
-    Outbound<SpinTransport, SimulatorLink<&'a SpinStore, SystemClock, OsRandom, SpinSleep>>;
+/// simulator's WeChat APIs (those of `A`) in-process over the same `store` (Spin 4.0.x has no
+/// self requests for WASIp3 components), with the network's [`FIRST_BYTE_TIMEOUT`].
+pub type WeChatTransport<'a, A = AllApis> =
+    Outbound<SpinTransport, SimulatorLink<&'a SpinStore, SystemClock, OsRandom, SpinSleep, A>>;
 
-/// The [`WeChatTransport`] for `mode`.
+/// The [`WeChatTransport`] for `mode`, reaching every simulated WeChat API.
 pub fn wechat_transport(mode: Mode, store: &SpinStore) -> WeChatTransport<'_> {
+    wechat_transport_to(mode, store)
+}
+
+/// The [`WeChatTransport`] for `mode` reaching only the simulated APIs of `A` (the login
+/// component: [`LoginApi`]).
+pub fn wechat_transport_to<A: SimApis>(mode: Mode, store: &SpinStore) -> WeChatTransport<'_, A> {
     Outbound::for_mode(
         mode,
         || SpinTransport,

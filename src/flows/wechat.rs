@@ -18,7 +18,7 @@ use crate::order::{Event, Order, Trigger};
 use crate::pay_params::PayParams;
 use crate::time::{parse_beijing_compact, rfc3339};
 use crate::v2::api::{self, ApiRequest, ErrCode, OrderQuery, ReplyError, TradeState};
-use crate::v3::certificates::{self, CERTIFICATES_PATH, PlatformCertificate};
+use crate::v3::certificates::{self, CERTIFICATES_PATH, PlatformCertificate, StoredCertificate};
 use crate::v3::sign::{RequestToSign, authorization};
 use crate::v3::verify::{self as v3verify, SignatureHeaders, VerifyError, WechatPayKey};
 
@@ -154,8 +154,9 @@ async fn close_v2<T: Transport, N: Nonce>(
 /// `User-Agent` of APIv3 requests (WeChat answers 400 without one).
 pub const USER_AGENT: &str = concat!("spin-wxpay/", env!("CARGO_PKG_VERSION"));
 
-/// The KV key of a platform certificate (PEM) by its serial: `v3:certificate:{serial}`. Looked
-/// up by the serial a message names, so verifying never lists keys.
+/// The KV key of a platform certificate ([`StoredCertificate`]) by its serial:
+/// `v3:certificate:{serial}`. Looked up by the serial a message names, so verifying never lists
+/// keys.
 pub fn certificate_key(serial: &str) -> String {
     format!("v3:certificate:{}", serial.to_ascii_uppercase())
 }
@@ -461,7 +462,7 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         let headers = reply.wechatpay_signature().ok_or_else(|| {
             WechatError::Untrusted("the certificate list has no Wechatpay-Signature".into())
         })?;
-        let mut keys: Vec<WechatPayKey> = listed.iter().map(|(c, _)| c.to_key()).collect();
+        let mut keys: Vec<WechatPayKey> = listed.iter().map(PlatformCertificate::to_key).collect();
         keys.extend(
             keys_for(self.store, v3, &headers.serial, now)
                 .await
@@ -469,9 +470,11 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         );
         v3verify::verify(&headers.signed(&reply.body), &keys, now)
             .map_err(|e| WechatError::Untrusted(e.to_string()))?;
-        for (certificate, pem) in &listed {
+        for certificate in &listed {
+            let stored = serde_json::to_vec(&certificate.stored())
+                .map_err(|e| WechatError::Untrusted(e.to_string()))?;
             self.store
-                .set(&certificate_key(&certificate.serial), pem.as_bytes())
+                .set(&certificate_key(&certificate.serial), &stored)
                 .await
                 .map_err(|e| WechatError::Store(store_unavailable(&e)))?;
         }
@@ -502,9 +505,10 @@ pub(crate) async fn keys_for<S: Store>(
         .await
         .map_err(|e| store_unavailable(&e))?;
     Ok(stored
-        .and_then(|pem| PlatformCertificate::from_pem(std::str::from_utf8(&pem).ok()?).ok())
-        .filter(|c| c.valid_at(now) && c.serial.eq_ignore_ascii_case(serial))
-        .map(|c| vec![c.to_key()])
+        .and_then(|bytes| serde_json::from_slice::<StoredCertificate>(&bytes).ok())
+        .filter(|c| c.serial.eq_ignore_ascii_case(serial))
+        .and_then(|c| c.to_key(now))
+        .map(|key| vec![key])
         .unwrap_or_default())
 }
 

@@ -19,6 +19,7 @@
 //! [`Outbound`] picks the network or the simulator by the configured mode.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -26,21 +27,63 @@ use std::time::Duration;
 use super::{SimConfig, SimRequest, Sleep};
 use crate::config::{MerchantConfig, Mode, SIM_BASE, SIM_NOTIFY_URL};
 use crate::flows::{
-    Clock, Env, HttpReply, Nonce, OutboundRequest, Request, Store, Transport, TransportError,
-    notify,
+    Clock, Env, HttpReply, Nonce, OutboundRequest, Request, Response, Store, Transport,
+    TransportError, notify,
 };
 
-/// The simulator's WeChat APIs as a [`Transport`] (see the module documentation).
+/// Which of the simulator's WeChat APIs a [`SimulatorLink`] reaches. A type rather than a
+/// value, so that a component links only the simulator code it can call: the login component
+/// has no use for WeChat Pay's APIs, whose RSA costs hundreds of kilobytes of Wasm.
+pub trait SimApis {
+    #[allow(async_fn_in_trait)]
+    async fn serve<S: Store, C: Clock, N: Nonce, P: Sleep>(
+        env: &Env<S, (), C, N, SimConfig>,
+        sleep: &P,
+        request: SimRequest<'_>,
+    ) -> Option<Response>;
+}
+
+/// Every WeChat API the simulator plays ([`super::api`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllApis;
+
+impl SimApis for AllApis {
+    async fn serve<S: Store, C: Clock, N: Nonce, P: Sleep>(
+        env: &Env<S, (), C, N, SimConfig>,
+        sleep: &P,
+        request: SimRequest<'_>,
+    ) -> Option<Response> {
+        super::api(env, sleep, request).await
+    }
+}
+
+/// WeChat's login API only ([`super::login_api`]): the login component's link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginApi;
+
+impl SimApis for LoginApi {
+    async fn serve<S: Store, C: Clock, N: Nonce, P: Sleep>(
+        env: &Env<S, (), C, N, SimConfig>,
+        _sleep: &P,
+        request: SimRequest<'_>,
+    ) -> Option<Response> {
+        super::login_api(env, request).await
+    }
+}
+
+/// The simulator's WeChat APIs (those of `A`) as a [`Transport`] (see the module
+/// documentation).
 #[derive(Debug, Clone)]
-pub struct SimulatorLink<S, C, N, P> {
+pub struct SimulatorLink<S, C, N, P, A = AllApis> {
     store: S,
     clock: C,
     nonce: N,
     sleep: P,
     first_byte_timeout: Duration,
+    apis: PhantomData<A>,
 }
 
-impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
+impl<S: Store, C: Clock, N: Nonce, P: Sleep, A: SimApis> SimulatorLink<S, C, N, P, A> {
     /// A link over the app's `store`. `first_byte_timeout` is the network transport's, so a
     /// held-back reply times the caller out the same way.
     pub fn new(store: S, clock: C, nonce: N, sleep: P, first_byte_timeout: Duration) -> Self {
@@ -50,6 +93,7 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
             nonce,
             sleep,
             first_byte_timeout,
+            apis: PhantomData,
         }
     }
 
@@ -78,7 +122,7 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
             authorization,
             body,
         };
-        let answer = super::api(&env, &self.sleep, request);
+        let answer = A::serve(&env, &self.sleep, request);
         let response = within(&self.sleep, self.first_byte_timeout, answer)
             .await
             .ok_or(TransportError::Timeout)?
@@ -95,7 +139,9 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep> SimulatorLink<S, C, N, P> {
     }
 }
 
-impl<S: Store, C: Clock, N: Nonce, P: Sleep> Transport for SimulatorLink<S, C, N, P> {
+impl<S: Store, C: Clock, N: Nonce, P: Sleep, A: SimApis> Transport
+    for SimulatorLink<S, C, N, P, A>
+{
     async fn post_xml(&self, url: &str, body: String) -> Result<HttpReply, TransportError> {
         self.call("POST", url, None, body.as_bytes()).await
     }

@@ -174,9 +174,27 @@ where
     }
 }
 
+/// The route that plays WeChat's login API (jscode2session) alone: what the login component's
+/// calls reach ([`link::LoginApi`]). `None` for any other path. Does not check the mode.
+pub async fn login_api<S, T, C, N>(
+    env: &Env<S, T, C, N, SimConfig>,
+    request: SimRequest<'_>,
+) -> Option<Response>
+where
+    S: Store,
+    C: Clock,
+{
+    let path = route_path(request.path);
+    (path == login::JSCODE2SESSION).then_some(())?;
+    Some(match request.method {
+        "GET" => login::jscode2session(env, request.query).await,
+        _ => method_not_allowed(request.method, path),
+    })
+}
+
 /// The routes that play WeChat's servers (jscode2session, unifiedorder, orderquery,
-/// closeorder): what the app's own WeChat calls reach ([`link::SimulatorLink`]). `None` for
-/// any other path. Does not check the mode.
+/// closeorder, APIv3's JSAPI order, query and close): what the app's own WeChat calls reach
+/// ([`link::SimulatorLink`]). `None` for any other path. Does not check the mode.
 pub async fn api<S, T, C, N, P>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,

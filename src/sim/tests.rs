@@ -1048,6 +1048,22 @@ fn simulator_link_carries_exact_bytes_and_only_to_the_simulator() {
     assert_eq!(user.status, 404);
     let faults = block_on(link.get(&format!("{}/faults", crate::config::SIM_BASE))).unwrap();
     assert_eq!(faults.status, 404);
+    // The login component's link reaches the login API and nothing of WeChat Pay's.
+    let login_only: SimulatorLink<_, _, _, _, super::link::LoginApi> =
+        SimulatorLink::new(&w.store, &w.clock, &w.nonce, &w.sleep, FIRST_BYTE_TIMEOUT);
+    let reply = block_on(login_only.get(&format!(
+        "{}/sns/jscode2session?{}",
+        crate::config::SIM_BASE,
+        login_query("login-only-code")
+    )))
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    let unified = w.unified_order_xml("order000022", 1, None);
+    let url = w.merchant().url("/pay/unifiedorder");
+    assert_eq!(
+        block_on(login_only.post_xml(&url, unified)).unwrap().status,
+        404
+    );
 }
 
 #[test]
@@ -1060,7 +1076,8 @@ fn held_back_reply_times_the_link_out_like_the_network() {
     );
     // The simulator holds the reply back for TIMEOUT_DELAY (5 s); the 4 s deadline ends first.
     let sleep = ShortSleepsOnly(TIMEOUT_DELAY);
-    let link = SimulatorLink::new(&w.store, &w.clock, &w.nonce, &sleep, FIRST_BYTE_TIMEOUT);
+    let link: SimulatorLink<_, _, _, _> =
+        SimulatorLink::new(&w.store, &w.clock, &w.nonce, &sleep, FIRST_BYTE_TIMEOUT);
     let url = w.merchant().url("/pay/unifiedorder");
     let xml_text = w.unified_order_xml("order000022", 1, None);
     assert_eq!(

@@ -3,10 +3,14 @@
 //! downloaded from `GET /v3/certificates`, each encrypted with the APIv3 key, and kept by serial
 //! number; a new one starts signing up to 5 days before the old one expires, so every unexpired
 //! one is kept. The reply itself is verified with the certificates it carries or known ones (the
-//! caller's part: [`PlatformCertificate::to_key`] then `verify::verify`).
+//! caller's part: [`PlatformCertificate::to_key`] then `verify::verify`). What is stored is a
+//! [`StoredCertificate`]: the serial, the validity and the public key, so that verifying a
+//! message (the notify route, per request) never parses X.509.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs8::DecodePublicKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 use x509_cert::der::{DecodePem, Encode};
 
@@ -37,6 +41,32 @@ pub struct PlatformCertificate {
     pub not_before: u64,
     pub not_after: u64,
     pub key: PublicKey,
+    /// The key as SPKI DER (what is stored).
+    pub spki_der: Vec<u8>,
+}
+
+/// A platform certificate as kept in KV by its serial: what verifying needs, no X.509.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    pub serial: String,
+    pub not_before: u64,
+    pub not_after: u64,
+    /// Base64 of the SPKI DER public key.
+    pub public_key: String,
+}
+
+impl StoredCertificate {
+    /// The key under its serial, if valid at `now` and readable.
+    pub fn to_key(&self, now: u64) -> Option<WechatPayKey> {
+        if !(self.not_before <= now && now < self.not_after) {
+            return None;
+        }
+        let der = STANDARD.decode(&self.public_key).ok()?;
+        Some(WechatPayKey {
+            id: self.serial.clone(),
+            key: PublicKey::from_der(&der).ok()?,
+        })
+    }
 }
 
 impl PlatformCertificate {
@@ -61,7 +91,18 @@ impl PlatformCertificate {
             not_before: validity.not_before.to_unix_duration().as_secs(),
             not_after: validity.not_after.to_unix_duration().as_secs(),
             key: PublicKey::from_rsa(key),
+            spki_der: spki,
         })
+    }
+
+    /// What is stored of it.
+    pub fn stored(&self) -> StoredCertificate {
+        StoredCertificate {
+            serial: self.serial.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+            public_key: STANDARD.encode(&self.spki_der),
+        }
     }
 
     /// Whether it may sign at `now`.
@@ -99,13 +140,13 @@ struct Encrypted {
 }
 
 /// Decrypts and reads every certificate of a `GET /v3/certificates` reply body and keeps the
-/// ones valid at `now`, each with its PEM (what is stored). A certificate whose content does not match its listed serial, or that
+/// ones valid at `now`. A certificate whose content does not match its listed serial, or that
 /// does not decrypt, fails the whole list (a list we cannot read completely is not trusted).
 pub fn read_listing(
     body: &[u8],
     apiv3_key: &Secret,
     now: u64,
-) -> Result<Vec<(PlatformCertificate, String)>, CertError> {
+) -> Result<Vec<PlatformCertificate>, CertError> {
     let listing: Listing =
         serde_json::from_slice(body).map_err(|e| CertError::Reply(e.to_string()))?;
     let mut kept = Vec::new();
@@ -140,7 +181,7 @@ pub fn read_listing(
             });
         }
         if cert.valid_at(now) {
-            kept.push((cert, pem));
+            kept.push(cert);
         }
     }
     Ok(kept)
@@ -194,8 +235,13 @@ mod tests {
         let key = Secret::new(text(&vector("V5_platform_certificate"), "apiv3_key"));
         let kept = read_listing(listing().as_bytes(), &key, NOW).unwrap();
         assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].0.serial, SERIAL);
-        assert_eq!(kept[0].1.trim(), PEM.trim());
+        assert_eq!(kept[0].serial, SERIAL);
+        // What is stored verifies as the certificate does, while it is valid.
+        let stored = kept[0].stored();
+        let json = serde_json::to_string(&stored).unwrap();
+        let back: StoredCertificate = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_key(NOW).unwrap().key, kept[0].key);
+        assert!(back.to_key(2_200_000_000).is_none());
         // Past its expiry it is dropped.
         assert!(
             read_listing(listing().as_bytes(), &key, 2_200_000_000)

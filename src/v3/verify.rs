@@ -38,6 +38,13 @@ impl PublicKey {
         PublicKey(VerifyingKey::new(key))
     }
 
+    /// Reads an SPKI DER (a stored platform certificate's key).
+    pub fn from_der(der: &[u8]) -> Result<PublicKey, VerifyError> {
+        rsa::PublicKey::from_public_key_der(der)
+            .map(PublicKey::from_rsa)
+            .map_err(|_| VerifyError::BadPublicKey)
+    }
+
     /// Whether `signature_base64` is this key's RSA-SHA256 signature of `message`.
     pub fn verifies(&self, message: &[u8], signature_base64: &str) -> bool {
         let Ok(bytes) = STANDARD.decode(signature_base64) else {

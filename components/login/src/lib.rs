@@ -20,7 +20,8 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
         };
         // No store and no nonce: the login flow uses neither (the simulator's link has its own).
         let store = SpinStore::new();
-        let transport = spin::wechat_transport(config.login.mode, &store);
+        // Only the simulator's login API: WeChat Pay's (and its RSA) stay out of this component.
+        let transport = spin::wechat_transport_to::<spin::LoginApi>(config.login.mode, &store);
         let env = Env::new((), transport, SystemClock, (), config);
         login::login(&env, &incoming.request).await
     })

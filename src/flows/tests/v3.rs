@@ -487,10 +487,11 @@ fn platform_certificates_are_downloaded_once_on_an_unknown_serial() {
         .store
         .raw(&super::wechat::certificate_key(V3Signer::PLATFORM_SERIAL))
         .expect("the certificate is stored by serial");
-    assert_eq!(
-        String::from_utf8(stored).unwrap().trim(),
-        V3Signer::PLATFORM_CERT.trim()
-    );
+    let stored: crate::v3::certificates::StoredCertificate =
+        serde_json::from_slice(&stored).unwrap();
+    let certificate =
+        crate::v3::certificates::PlatformCertificate::from_pem(V3Signer::PLATFORM_CERT).unwrap();
+    assert_eq!(stored, certificate.stored());
     // Known now: no second download; the notify route verifies with the stored one.
     create_v3(&w);
     assert_eq!(w.wx.sent_to(V3_CERTIFICATES).len(), 1);
