@@ -178,14 +178,16 @@ fn signed_xml(mut p: Params) -> String {
     xml::write(&p)
 }
 
+/// `Wechatpay-*` headers and when they were made.
+type SignedAt = (u64, Vec<(&'static str, String)>);
+
 /// The fake WeChat Pay: every unified order succeeds at once (a fresh prepay_id, signed reply);
 /// every APIv3 JSAPI order too, with one prepay id whose signed reply is made again every 60 s
 /// (so that the fake's own RSA signing stays out of the measured order route); anything else
 /// is a 404 (the load calls nothing else).
 pub async fn fake_wechat() -> FakeServer {
     let next = Arc::new(AtomicU64::new(0));
-    let v3_reply: Arc<std::sync::Mutex<Option<(u64, Vec<(&'static str, String)>)>>> =
-        Arc::default();
+    let v3_reply: Arc<std::sync::Mutex<Option<SignedAt>>> = Arc::default();
     FakeServer::start(move |req| {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let v3_reply = v3_reply.clone();
