@@ -1,14 +1,17 @@
-//! `GET /api/health`: mode, version and every configuration problem (DESIGN.md §5, §6).
+//! `GET /api/health`: mode, WeChat Pay API version, app version and every configuration problem
+//! (DESIGN.md §5, §6).
 
 use serde::Serialize;
 
 use super::Response;
-use crate::config::{ConfigProblem, Mode, VariableSource, check_all};
+use crate::config::{ApiVersion, ConfigProblem, Mode, VariableSource, check_all};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// `simulator`, `live`, or `invalid` when `wxpay_mode` itself is wrong.
     pub mode: &'static str,
+    /// `v2`, `v3`, or `invalid` when `wxpay_api_version` is wrong.
+    pub api_version: &'static str,
     pub version: &'static str,
     pub config_ok: bool,
     pub problems: Vec<ConfigProblem>,
@@ -20,6 +23,11 @@ pub fn report<V: VariableSource + ?Sized>(source: &V) -> Health {
     let problems = check_all(source);
     Health {
         mode: Mode::load(source).map_or("invalid", Mode::as_str),
+        api_version: match ApiVersion::load(source) {
+            Ok(ApiVersion::V2) => "v2",
+            Ok(ApiVersion::V3) => "v3",
+            Err(_) => "invalid",
+        },
         version: env!("CARGO_PKG_VERSION"),
         config_ok: problems.is_empty(),
         problems,

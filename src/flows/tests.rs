@@ -1304,7 +1304,7 @@ fn health_reports_problems() {
     let body = health::health(&sim).json_body().unwrap();
     assert_eq!(
         body,
-        json!({"mode": "simulator", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": []})
+        json!({"mode": "simulator", "api_version": "v2", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": []})
     );
 }
 
