@@ -279,18 +279,14 @@ fn v3_notification() -> Request {
         "payer": {"openid": OPENID}, "amount": {"total": 1, "currency": "CNY"}
     })
     .to_string();
-    let key = Secret::new(wxpay::config::SIM_APIV3_KEY);
-    let ciphertext =
-        wxpay::v3::aead::encrypt(&key, "0123456789ab", "transaction", transaction.as_bytes())
-            .expect("encrypts");
-    let body = serde_json::json!({
-        "id": "EV-1", "create_time": "2014-09-03T13:15:41+08:00",
-        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
-        "summary": "支付成功",
-        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-            "ciphertext": ciphertext, "associated_data": "transaction", "nonce": "0123456789ab"}
-    })
-    .to_string();
+    let body = wxpay::v3::notify::payment_envelope(
+        &Secret::new(wxpay::config::SIM_APIV3_KEY),
+        "0123456789ab",
+        "EV-1",
+        "2014-09-03T13:15:41+08:00",
+        &transaction,
+    )
+    .expect("encrypts");
     let wechat = wxpay::v3::sign::MerchantKey::from_pem(wxpay::config::SIM_WECHATPAY_PRIVATE_KEY)
         .expect("parses");
     let headers = wxpay::v3::sign::wechatpay_headers(

@@ -287,6 +287,19 @@ impl FakeWechat {
         t.state = state.into();
     }
 
+    /// A trade WeChat was asked to create (kept as it is if it exists: a retry).
+    fn open_trade(&self, order_no: &str, total_fee: u64) {
+        self.trades
+            .borrow_mut()
+            .entry(order_no.to_owned())
+            .or_insert(Trade {
+                state: "NOTPAY".into(),
+                total_fee,
+                transaction_id: format!("4200{order_no}"),
+                time_end: PAID_TIME_END.into(),
+            });
+    }
+
     fn take_fault(&self, path: &str, order_no: &str) -> Option<Fault> {
         let mut faults = self.faults.borrow_mut();
         let i = faults.iter().position(|(p, o, _)| {
@@ -395,16 +408,7 @@ impl FakeWechat {
                 assert!(params.contains_key(field), "unifiedorder lacks {field}");
             }
             if !matches!(fault, Some(Fault::Refuse(_))) {
-                let total: u64 = params["total_fee"].parse().unwrap();
-                self.trades
-                    .borrow_mut()
-                    .entry(order_no.clone())
-                    .or_insert(Trade {
-                        state: "NOTPAY".into(),
-                        total_fee: total,
-                        transaction_id: format!("4200{order_no}"),
-                        time_end: PAID_TIME_END.into(),
-                    });
+                self.open_trade(&order_no, params["total_fee"].parse().unwrap());
             }
             let prepay = format!("wx{order_no}");
             return ok(self.reply(
@@ -715,16 +719,7 @@ impl FakeWechat {
                 assert_eq!(v["mchid"], self.merchant.mch_id.as_str());
                 assert_eq!(v["notify_url"], self.merchant.notify_url.as_str());
                 assert_eq!(v["amount"]["currency"], "CNY");
-                let total = v["amount"]["total"].as_u64().unwrap();
-                self.trades
-                    .borrow_mut()
-                    .entry(order_no.clone())
-                    .or_insert(Trade {
-                        state: "NOTPAY".into(),
-                        total_fee: total,
-                        transaction_id: format!("4200{order_no}"),
-                        time_end: PAID_TIME_END.into(),
-                    });
+                self.open_trade(&order_no, v["amount"]["total"].as_u64().unwrap());
                 let reply = serde_json::json!({"prepay_id": format!("wx{order_no}")}).to_string();
                 Ok(self.v3_reply(200, reply, timestamp, f))
             }

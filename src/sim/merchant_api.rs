@@ -11,8 +11,8 @@
 
 use super::faults::{self, ApiFault, TIMEOUT_DELAY};
 use super::{
-    SIM_ORDER_VERSION, SimConfig, SimOrder, Sleep, TradeState, load_index, load_order, nonce,
-    prepay_key, save_order, transaction_key,
+    SimConfig, SimOrder, Sleep, TradeState, load_index, load_order, nonce, save_new_order,
+    save_order, transaction_key,
 };
 use crate::config::{MAX_NOTIFY_URL_LEN, SIM_API_KEY, SIM_APPID, SIM_MCH_ID};
 use crate::flows::{Clock, Env, Nonce, Response, Store};
@@ -456,27 +456,15 @@ async fn unified_order<S: Store, T, C: Clock, N: Nonce>(
     if let Some(Ok(at)) = p.get("time_expire").map(|t| parse_beijing_compact(t)) {
         expires_at = expires_at.min(at);
     }
-    let order = SimOrder {
-        version: SIM_ORDER_VERSION,
-        out_trade_no: out_trade_no.clone(),
-        prepay_id: prepay_id.clone(),
+    let order = SimOrder::unpaid(
+        out_trade_no,
+        prepay_id.clone(),
         request,
-        sign_type: checked.sign_type.as_str().to_owned(),
-        trade_state: TradeState::Notpay,
-        created_at: now,
+        checked.sign_type.as_str(),
+        now,
         expires_at,
-        transaction_id: None,
-        time_end: None,
-        failed_payments: 0,
-    };
-    // The index first: an order is never stored without a way to pay it.
-    if env
-        .store
-        .set(&prepay_key(&prepay_id), out_trade_no.as_bytes())
-        .await
-        .is_err()
-        || save_order(&env.store, &order).await.is_err()
-    {
+    );
+    if save_new_order(&env.store, &order).await.is_err() {
         return system_error(checked, &env.nonce);
     }
     prepay_ok(&prepay_id)

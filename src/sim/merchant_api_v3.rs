@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::faults::{self, ApiFault, TIMEOUT_DELAY};
 use super::{
-    SIM_ORDER_VERSION, SimConfig, SimOrder, SimRequest, Sleep, TradeState, load_order, nonce,
-    prepay_key, save_order,
+    SimConfig, SimOrder, SimRequest, Sleep, TradeState, load_order, nonce, save_new_order,
+    save_order,
 };
 use crate::config::{
     SIM_APPID, SIM_MCH_CERT_SERIAL, SIM_MCH_ID, SIM_MCH_PUBLIC_KEY, SIM_WECHATPAY_PRIVATE_KEY,
@@ -384,27 +384,15 @@ async fn jsapi<S: Store, T, C, N: Nonce>(
     let expires_at = now
         .saturating_add(PREPAY_TTL_SECS)
         .min(time_expire.unwrap_or(u64::MAX));
-    let order = SimOrder {
-        version: SIM_ORDER_VERSION,
-        out_trade_no: o.out_trade_no.clone(),
-        prepay_id: prepay_id.clone(),
+    let order = SimOrder::unpaid(
+        o.out_trade_no,
+        prepay_id.clone(),
         request,
-        sign_type: RSA_SIGN_TYPE.to_owned(),
-        trade_state: TradeState::Notpay,
-        created_at: now,
+        RSA_SIGN_TYPE,
+        now,
         expires_at,
-        transaction_id: None,
-        time_end: None,
-        failed_payments: 0,
-    };
-    // The index first: an order is never stored without a way to pay it.
-    if env
-        .store
-        .set(&prepay_key(&prepay_id), o.out_trade_no.as_bytes())
-        .await
-        .is_err()
-        || save_order(&env.store, &order).await.is_err()
-    {
+    );
+    if save_new_order(&env.store, &order).await.is_err() {
         return Reply::error(500, "SYSTEM_ERROR", "系统错误");
     }
     prepay_ok(&prepay_id)

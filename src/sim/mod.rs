@@ -287,6 +287,30 @@ pub struct SimOrder {
 }
 
 impl SimOrder {
+    /// A new trade awaiting payment (`sign_type`: APIv2's, or `RSA` for an APIv3 order).
+    pub fn unpaid(
+        out_trade_no: String,
+        prepay_id: String,
+        request: Params,
+        sign_type: &str,
+        created_at: u64,
+        expires_at: u64,
+    ) -> Self {
+        Self {
+            version: SIM_ORDER_VERSION,
+            out_trade_no,
+            prepay_id,
+            request,
+            sign_type: sign_type.to_owned(),
+            trade_state: TradeState::Notpay,
+            created_at,
+            expires_at,
+            transaction_id: None,
+            time_end: None,
+            failed_payments: 0,
+        }
+    }
+
     pub fn field(&self, name: &str) -> &str {
         self.request.get(name).map_or("", String::as_str)
     }
@@ -314,6 +338,15 @@ async fn load_order<S: Store>(
             .map(Some)
             .map_err(|e| StoreError(format!("simulator order record unreadable: {e}"))),
     }
+}
+
+/// Stores a new trade: its prepay index first, so that an order is never stored without a way
+/// to pay it.
+async fn save_new_order<S: Store>(store: &S, order: &SimOrder) -> Result<(), StoreError> {
+    store
+        .set(&prepay_key(&order.prepay_id), order.out_trade_no.as_bytes())
+        .await?;
+    save_order(store, order).await
 }
 
 async fn save_order<S: Store>(store: &S, order: &SimOrder) -> Result<(), StoreError> {

@@ -288,31 +288,17 @@ pub fn notification(order: &SimOrder, nonce_str: &str) -> String {
 /// simulator's WeChat Pay key in the `Wechatpay-*` headers.
 pub fn notification_v3(order: &SimOrder, nonce_str: &str, now: u64) -> (String, SignatureHeaders) {
     let transaction = merchant_api_v3::transaction_json(order);
-    let apiv3_key = crate::secret::Secret::new(SIM_APIV3_KEY);
     // The 12-byte AEAD nonce: fresh per notification, as WeChat's.
     let aead_nonce = &nonce_str[..crate::v3::aead::NONCE_LEN];
-    let ciphertext = crate::v3::aead::encrypt(
-        &apiv3_key,
+    let id = format!("EV-{}", order.transaction_id.clone().unwrap_or_default());
+    let envelope = crate::v3::notify::payment_envelope(
+        &crate::secret::Secret::new(SIM_APIV3_KEY),
         aead_nonce,
-        "transaction",
-        transaction.as_bytes(),
+        &id,
+        &crate::time::rfc3339_beijing(now),
+        &transaction,
     )
     .unwrap_or_default();
-    let envelope = serde_json::json!({
-        "id": format!("EV-{}", order.transaction_id.clone().unwrap_or_default()),
-        "create_time": crate::time::rfc3339_beijing(now),
-        "resource_type": "encrypt-resource",
-        "event_type": crate::v3::notify::TRANSACTION_SUCCESS,
-        "summary": "支付成功",
-        "resource": {
-            "original_type": "transaction",
-            "algorithm": "AEAD_AES_256_GCM",
-            "ciphertext": ciphertext,
-            "associated_data": "transaction",
-            "nonce": aead_nonce,
-        },
-    })
-    .to_string();
     let headers = merchant_api_v3::sign_message(now, nonce_str, envelope.as_bytes());
     (envelope, headers)
 }

@@ -111,6 +111,54 @@ impl Notification {
 }
 
 #[derive(Serialize)]
+struct OutgoingEnvelope<'a> {
+    id: &'a str,
+    create_time: &'a str,
+    resource_type: &'static str,
+    event_type: &'static str,
+    summary: &'static str,
+    resource: OutgoingResource<'a>,
+}
+
+#[derive(Serialize)]
+struct OutgoingResource<'a> {
+    original_type: &'static str,
+    algorithm: &'static str,
+    ciphertext: String,
+    associated_data: &'static str,
+    nonce: &'a str,
+}
+
+/// A payment notification's body as WeChat Pay sends it (the simulator, and tests playing
+/// WeChat): `transaction` (a Transaction's JSON) encrypted with the APIv3 key under `nonce`
+/// (12 bytes) and AAD `transaction`, in WeChat's `TRANSACTION.SUCCESS` envelope. The caller
+/// signs it (`sign::wechatpay_headers`).
+pub fn payment_envelope(
+    apiv3_key: &Secret,
+    nonce: &str,
+    id: &str,
+    create_time: &str,
+    transaction: &str,
+) -> Result<String, AeadError> {
+    let ciphertext = aead::encrypt(apiv3_key, nonce, "transaction", transaction.as_bytes())?;
+    let envelope = OutgoingEnvelope {
+        id,
+        create_time,
+        resource_type: "encrypt-resource",
+        event_type: TRANSACTION_SUCCESS,
+        summary: "支付成功",
+        resource: OutgoingResource {
+            original_type: "transaction",
+            algorithm: "AEAD_AES_256_GCM",
+            ciphertext,
+            associated_data: "transaction",
+            nonce,
+        },
+    };
+    serde_json::to_string(&envelope).map_err(|_| AeadError::Authentication)
+}
+
+#[derive(Serialize)]
 struct FailBody<'a> {
     code: &'static str,
     message: &'a str,

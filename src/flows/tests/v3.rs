@@ -67,9 +67,9 @@ pub(super) fn create_v3(w: &World) -> (String, PayParams) {
 }
 
 /// A payment notification as WeChat sends it for `order_no`: the transaction (as `edit`
-/// leaves it) encrypted with `apiv3_key` under `aad` and `nonce`, in WeChat's envelope (which
-/// states AAD `transaction`), signed by the fake WeChat's signer at the world's time plus
-/// `skew`.
+/// leaves it) encrypted with `apiv3_key` under `nonce` and AAD `transaction`, in WeChat's
+/// envelope (stating `aad` as its AAD), signed by the fake WeChat's signer at the world's time
+/// plus `skew`.
 pub(super) struct V3Notification {
     apiv3_key: &'static str,
     aad: &'static str,
@@ -105,28 +105,19 @@ impl V3Notification {
             serde_json::from_str(&w.wx.v3_transaction(order_no, &trade, &w.merchant.mch_id))
                 .unwrap();
         edit(&mut transaction);
-        let ciphertext = crate::v3::aead::encrypt(
+        let body = crate::v3::notify::payment_envelope(
             &Secret::new(self.apiv3_key),
             self.nonce,
-            self.aad,
-            transaction.to_string().as_bytes(),
+            "EV-2018022511223320873",
+            "2026-12-02T08:00:00+08:00",
+            &transaction.to_string(),
         )
-        .unwrap();
-        let body = json!({
-            "id": "EV-2018022511223320873",
-            "create_time": "2026-12-02T08:00:00+08:00",
-            "resource_type": "encrypt-resource",
-            "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
-            "resource": {
-                "original_type": "transaction",
-                "algorithm": "AEAD_AES_256_GCM",
-                "ciphertext": ciphertext,
-                "associated_data": "transaction",
-                "nonce": self.nonce,
-            }
-        })
-        .to_string()
+        .unwrap()
+        // Another AAD stated than the one the resource was sealed with.
+        .replace(
+            r#""associated_data":"transaction""#,
+            &format!(r#""associated_data":"{}""#, self.aad),
+        )
         .into_bytes();
         let at = w.clock.now_unix().saturating_add_signed(self.skew);
         let headers = w.wx.v3_signer.borrow().sign(at, &body);

@@ -133,21 +133,14 @@ pub fn v3_notification(paid: &str) -> (String, Vec<(&'static str, String)>) {
         "payer": {"openid": OPENID}, "amount": {"total": 199, "currency": "CNY"}
     })
     .to_string();
-    let ciphertext = wxpay::v3::aead::encrypt(
+    let body = wxpay::v3::notify::payment_envelope(
         &Secret::new(APIV3_KEY),
         "0123456789ab",
-        "transaction",
-        transaction.as_bytes(),
+        "EV-load",
+        "2026-11-27T15:00:01+08:00",
+        &transaction,
     )
     .expect("encrypts");
-    let body = serde_json::json!({
-        "id": "EV-load", "create_time": "2026-11-27T15:00:01+08:00",
-        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
-        "summary": "支付成功",
-        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-            "ciphertext": ciphertext, "associated_data": "transaction", "nonce": "0123456789ab"}
-    })
-    .to_string();
     let headers = wechatpay_signed(body.as_bytes());
     (body, headers)
 }

@@ -379,7 +379,8 @@ impl V3World {
     }
 
     /// The payment notification of `no` as WeChat sends it (after `edit` of the transaction),
-    /// encrypted with `apiv3_key` under `aad`, signed `skew` seconds from now.
+    /// stating `aad` as its AAD (`transaction` is the right one), signed `skew` seconds from
+    /// now.
     fn notification(
         &self,
         no: &str,
@@ -396,22 +397,19 @@ impl V3World {
             },
         );
         edit(&mut transaction);
-        let ciphertext = wxpay::v3::aead::encrypt(
+        let body = wxpay::v3::notify::payment_envelope(
             &Secret::new(APIV3_KEY),
             "0123456789ab",
-            aad,
-            transaction.to_string().as_bytes(),
+            "EV-1",
+            "2026-12-01T20:00:01+08:00",
+            &transaction.to_string(),
         )
-        .unwrap();
-        let body = json!({
-            "id": "EV-1", "create_time": "2026-12-01T20:00:01+08:00",
-            "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
-            "summary": "支付成功",
-            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                "ciphertext": ciphertext, "associated_data": "transaction",
-                "nonce": "0123456789ab"}
-        })
-        .to_string();
+        .unwrap()
+        // Another AAD stated than the one the resource was sealed with.
+        .replace(
+            r#""associated_data":"transaction""#,
+            &format!(r#""associated_data":"{aad}""#),
+        );
         let headers = self
             .wechat
             .sign(now().saturating_add_signed(skew), body.as_bytes());
