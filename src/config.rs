@@ -1778,6 +1778,83 @@ mod tests {
     }
 
     #[test]
+    fn merchant_sections_load_each_version_with_the_keys_it_needs() {
+        let with = |extra: &[(&str, &str)], drop: &[&str]| {
+            let mut src = live();
+            for (k, v) in extra {
+                src.insert((*k).to_owned(), (*v).to_owned());
+            }
+            for k in drop {
+                src.remove(*k);
+            }
+            src
+        };
+        let v3_live = |drop: &[&str]| {
+            let mut src = live();
+            src.extend(v3(&[]));
+            for k in drop {
+                src.remove(*k);
+            }
+            src
+        };
+        // APIv3 without the APIv2 key: fine, and APIv2 notifications are then not accepted.
+        let m = MerchantConfig::load(&v3_live(&[WXPAY_API_KEY])).unwrap();
+        assert_eq!(m.api_version, ApiVersion::V3);
+        assert!(m.api_key.is_none() && m.v2_key().is_err());
+        assert!(m.v3.as_ref().unwrap().merchant_key.is_some());
+        // The notify route does not read the private key; pay-sign no APIv3 key at all.
+        let notify = v3_live(&[WXPAY_MCH_PRIVATE_KEY, WXPAY_MCH_CERT_SERIAL]);
+        let m = MerchantConfig::load_for(&notify, Signing::VerifiesOnly).unwrap();
+        assert!(m.v3.as_ref().unwrap().merchant_key.is_none());
+        let resign = with(&[(WXPAY_API_VERSION, "v3")], &[]);
+        assert!(
+            MerchantConfig::load_for(&resign, Signing::NoV3Keys)
+                .unwrap()
+                .v3
+                .is_none()
+        );
+        // APIv3 named but not configured: every missing variable by name.
+        let p = problems(MerchantConfig::load(&with(
+            &[(WXPAY_API_VERSION, "v3")],
+            &[],
+        )));
+        for name in [
+            WXPAY_APIV3_KEY,
+            WXPAY_MCH_PRIVATE_KEY,
+            WXPAY_MCH_CERT_SERIAL,
+        ] {
+            assert!(p.mentions(name), "{name}: {p}");
+        }
+        // APIv2 with an APIv3 key set: APIv3 notifications are verified too (no signing key).
+        let v2 = with(
+            &[
+                (WXPAY_APIV3_KEY, "b8def2f05f1b1cb0e6f4c3d2e1f0a9d8"),
+                (WXPAY_PUBLIC_KEY, crate::v3::vectors::WECHATPAY_PUB),
+                (
+                    WXPAY_PUBLIC_KEY_ID,
+                    "PUB_KEY_ID_0112345678902025112700000000000001",
+                ),
+            ],
+            &[],
+        );
+        let m = MerchantConfig::load(&v2).unwrap();
+        assert_eq!(m.api_version, ApiVersion::V2);
+        assert!(m.v3.as_ref().unwrap().merchant_key.is_none());
+        // The simulator's published APIv3 key is refused in live mode.
+        let p = problems(MerchantConfig::load(&with(
+            &[(WXPAY_APIV3_KEY, SIM_APIV3_KEY)],
+            &[],
+        )));
+        assert!(p.mentions(WXPAY_APIV3_KEY), "{p}");
+        // In simulator mode APIv3 runs on the development keys, the private key only to sign.
+        let sim = vars(&[(WXPAY_API_VERSION, "v3")]);
+        let m = MerchantConfig::load(&sim).unwrap();
+        assert!(m.v3.as_ref().unwrap().merchant_key.is_some());
+        let m = MerchantConfig::load_for(&sim, Signing::VerifiesOnly).unwrap();
+        assert!(m.v3.as_ref().unwrap().merchant_key.is_none());
+    }
+
+    #[test]
     fn v3_settings_load_in_both_key_modes() {
         let c = V3Config::load(&v3(&[]), true).unwrap();
         assert_eq!(
