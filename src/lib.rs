@@ -10,6 +10,7 @@ pub mod money;
 pub mod order;
 pub mod pay_params;
 pub mod payment;
+pub mod refund;
 pub mod secret;
 pub mod session;
 pub mod sim;

@@ -127,6 +127,18 @@ pub fn parse_beijing_compact(text: &str) -> Result<u64, CompactTimeError> {
     u64::try_from(utc).map_err(|_| CompactTimeError::BeforeEpoch)
 }
 
+/// Parses WeChat's `yyyy-MM-dd HH:mm:ss` Beijing time (an APIv2 refund's `success_time`) into
+/// Unix seconds: the same time as [`parse_beijing_compact`], with its separators.
+pub fn parse_beijing_spaced(text: &str) -> Result<u64, CompactTimeError> {
+    let b = text.as_bytes();
+    let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+    if b.len() != 19 || separators.iter().any(|&(i, c)| b[i] != c) {
+        return Err(CompactTimeError::Shape);
+    }
+    let compact: String = text.chars().filter(char::is_ascii_digit).collect();
+    parse_beijing_compact(&compact)
+}
+
 /// Seconds since 1970-01-01T00:00:00 of the civil time a `yyyyMMddHHmmss` string spells, in
 /// whatever zone it is meant in.
 fn compact_civil_secs(text: &str) -> Result<i64, CompactTimeError> {
@@ -233,6 +245,28 @@ pub fn parse_rfc3339_offset(text: &str) -> Result<u64, CompactTimeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn spaced_beijing_time_is_the_compact_one_with_separators() {
+        assert_eq!(
+            parse_beijing_spaced("2024-05-01 16:03:12"),
+            parse_beijing_compact("20240501160312")
+        );
+        assert_eq!(
+            parse_beijing_spaced("2024-05-01 16:03:12"),
+            Ok(1_714_550_592)
+        );
+        for bad in [
+            "20240501160312",
+            "2024-05-01T16:03:12",
+            "2024/05/01 16:03:12",
+            "2024-05-01 16:03:1",
+            "2024-13-01 16:03:12",
+            "2024-05-01 16:03:12Z",
+        ] {
+            assert!(parse_beijing_spaced(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_with_offsets() {

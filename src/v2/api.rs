@@ -50,6 +50,10 @@ pub enum RequestError {
     OutTradeNo,
     #[error(transparent)]
     NoKey(#[from] crate::config::NoV2Key),
+    #[error("out_refund_no must be 1-64 characters of [0-9A-Za-z_-|*@]")]
+    OutRefundNo,
+    #[error("refund_fee must be at least 1 fen and at most the order's total_fee")]
+    RefundFee,
     #[error("total_fee must be more than 0 fen")]
     ZeroAmount,
     #[error("body (the product description) is empty")]
@@ -76,7 +80,7 @@ pub fn cut_to_bytes(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn signed_request(
+pub(crate) fn signed_request(
     merchant: &MerchantConfig,
     path: &'static str,
     fields: &[(&str, &str)],
@@ -315,7 +319,7 @@ impl ReplyError {
 }
 
 /// Checks the envelope shared by every reply and returns its verified fields.
-fn verified_reply(merchant: &MerchantConfig, body: &[u8]) -> Result<Params, ReplyError> {
+pub(crate) fn verified_reply(merchant: &MerchantConfig, body: &[u8]) -> Result<Params, ReplyError> {
     let params = xml::read(body)?;
     let return_code = params.get("return_code").map(String::as_str);
     if return_code != Some("SUCCESS") {
@@ -346,7 +350,7 @@ fn verified_reply(merchant: &MerchantConfig, body: &[u8]) -> Result<Params, Repl
     }
 }
 
-fn required<'p>(params: &'p Params, field: &'static str) -> Result<&'p str, ReplyError> {
+pub(crate) fn required<'p>(params: &'p Params, field: &'static str) -> Result<&'p str, ReplyError> {
     params
         .get(field)
         .map(String::as_str)

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod notify;
+pub mod refund;
 pub mod sign;
 pub mod xml;
 

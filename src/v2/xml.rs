@@ -27,7 +27,7 @@ pub enum XmlError {
     Entity(String),
     #[error("processing instructions are not accepted")]
     ProcessingInstruction,
-    #[error("root element must be <xml>, found <{0}>")]
+    #[error("root element is not the expected one, found <{0}>")]
     WrongRoot(String),
     #[error("element <{0}> is nested inside a field; fields must be flat")]
     Nested(String),
@@ -87,6 +87,12 @@ enum State {
 /// Reads a flat `<xml>` message into its fields. Values are the parsed text: CDATA and
 /// escapes are transport syntax (the signature covers the parsed text).
 pub fn read(input: &[u8]) -> Result<Params, XmlError> {
+    read_root(input, "xml")
+}
+
+/// [`read`] for a flat message whose root element is `root` (a refund notification's
+/// decrypted `req_info` is a `<root>`), with the same refusals.
+pub fn read_root(input: &[u8], root: &str) -> Result<Params, XmlError> {
     if input.len() > MAX_XML_BYTES {
         return Err(XmlError::TooLarge { size: input.len() });
     }
@@ -111,11 +117,11 @@ pub fn read(input: &[u8]) -> Result<Params, XmlError> {
             }
 
             (State::BeforeRoot, Event::Start(e)) => match e.name().as_ref() {
-                "xml" => State::InRoot,
+                name if name == root => State::InRoot,
                 other => return Err(XmlError::WrongRoot(other.into())),
             },
             (State::BeforeRoot, Event::Empty(e)) => match e.name().as_ref() {
-                "xml" => State::AfterRoot,
+                name if name == root => State::AfterRoot,
                 other => return Err(XmlError::WrongRoot(other.into())),
             },
             (State::InRoot, Event::Start(e)) => State::InField {

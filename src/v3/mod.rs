@@ -12,6 +12,7 @@ pub mod aead;
 pub mod api;
 pub mod certificates;
 pub mod notify;
+pub mod refund;
 pub mod sign;
 pub mod verify;
 

@@ -54,13 +54,40 @@ struct Resource {
     nonce: String,
 }
 
-/// Verifies (with `keys` at `now`), reads and decrypts (with the APIv3 key) a notification.
+/// Verifies (with `keys` at `now`), reads and decrypts (with the APIv3 key) a payment
+/// notification.
 pub fn parse(
     signed: &Signed<'_>,
     keys: &[WechatPayKey],
     apiv3_key: &Secret,
     now: u64,
 ) -> Result<Notification, NotifyError> {
+    let (envelope, plaintext) = open_envelope(signed, keys, apiv3_key, now)?;
+    Ok(Notification {
+        id: envelope.id,
+        event_type: envelope.event_type,
+        transaction: Transaction::parse(&plaintext)?,
+    })
+}
+
+/// Verifies and decrypts any notification (payment or refund): its `event_type` and its
+/// resource's plaintext.
+pub fn open(
+    signed: &Signed<'_>,
+    keys: &[WechatPayKey],
+    apiv3_key: &Secret,
+    now: u64,
+) -> Result<(String, Vec<u8>), NotifyError> {
+    open_envelope(signed, keys, apiv3_key, now).map(|(e, plaintext)| (e.event_type, plaintext))
+}
+
+/// The signature over the raw body first, then the envelope, then the resource.
+fn open_envelope(
+    signed: &Signed<'_>,
+    keys: &[WechatPayKey],
+    apiv3_key: &Secret,
+    now: u64,
+) -> Result<(Envelope, Vec<u8>), NotifyError> {
     verify::verify(signed, keys, now)?;
     let envelope: Envelope =
         serde_json::from_slice(signed.body).map_err(|e| NotifyError::Envelope(e.to_string()))?;
@@ -71,11 +98,7 @@ pub fn parse(
         ));
     }
     let plaintext = aead::decrypt(apiv3_key, &r.nonce, &r.associated_data, &r.ciphertext)?;
-    Ok(Notification {
-        id: envelope.id,
-        event_type: envelope.event_type,
-        transaction: Transaction::parse(&plaintext)?,
-    })
+    Ok((envelope, plaintext))
 }
 
 impl Notification {

@@ -1,0 +1,406 @@
+//! Refunds (DESIGN.md §10, PROTOCOL.md "Refunds"), the same for both API versions: a refund as
+//! the app keeps it beside its order, the rules checked before WeChat is asked, and what WeChat
+//! reports about a refund (a notification or a query), read by `v2::refund` / `v3::refund`.
+//!
+//! The refund number (`out_refund_no`) is the idempotency key: WeChat refunds once per number
+//! however often it is sent, so a refund is recorded with its number before WeChat hears of
+//! it, and a retry sends the same number and amount.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Fen;
+use crate::order::{Order, Status};
+
+/// WeChat refunds an order at most this many times.
+pub const MAX_REFUNDS_PER_ORDER: usize = 50;
+/// An order paid longer ago than this cannot be refunded (one year).
+pub const REFUND_WINDOW_SECS: u64 = 365 * 24 * 3600;
+/// Two refunds of one order must be at least this far apart.
+pub const MIN_REFUND_SPACING_SECS: u64 = 60;
+/// `out_refund_no`: at most this many characters of `[0-9A-Za-z_-|*@]`.
+pub const MAX_REFUND_NO_LEN: usize = 64;
+/// The refund reason WeChat shows the user: at most this many characters.
+pub const MAX_REASON_CHARS: usize = 80;
+
+/// Where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundStatus {
+    /// Asked for; WeChat has not said how it ended.
+    Processing,
+    /// The money went back.
+    Success,
+    /// WeChat closed it without refunding.
+    Closed,
+    /// It needs the merchant's action (APIv2 `CHANGE`, APIv3 `ABNORMAL`: e.g. the user's card
+    /// was closed).
+    Abnormal,
+}
+
+impl RefundStatus {
+    /// WeChat's word for it, APIv2's (`SUCCESS`, `REFUNDCLOSE`, `PROCESSING`, `CHANGE`) or
+    /// APIv3's (`SUCCESS`, `CLOSED`, `PROCESSING`, `ABNORMAL`).
+    pub fn parse(status: &str) -> Option<RefundStatus> {
+        match status {
+            "PROCESSING" => Some(RefundStatus::Processing),
+            "SUCCESS" => Some(RefundStatus::Success),
+            "CLOSED" | "REFUNDCLOSE" => Some(RefundStatus::Closed),
+            "ABNORMAL" | "CHANGE" => Some(RefundStatus::Abnormal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Closed => "CLOSED",
+            RefundStatus::Abnormal => "ABNORMAL",
+        }
+    }
+
+    /// Whether the refund's money is (or may still be) gone from the order: everything but a
+    /// closed refund counts against the paid total.
+    pub fn holds_money(self) -> bool {
+        self != RefundStatus::Closed
+    }
+}
+
+impl fmt::Display for RefundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refund of an order, as asked for and as WeChat has reported it so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    /// Ours, WeChat's `out_refund_no`.
+    pub refund_no: String,
+    pub amount: Fen,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub status: RefundStatus,
+    /// WeChat's refund id, once it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// Unix seconds.
+    pub requested_at: u64,
+    /// Unix seconds WeChat says the refund ended (SUCCESS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<u64>,
+}
+
+/// Whether `no` is a refund number WeChat accepts.
+pub fn valid_refund_no(no: &str) -> bool {
+    !no.is_empty()
+        && no.len() <= MAX_REFUND_NO_LEN
+        && no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*' | b'@'))
+}
+
+/// The money refunds hold against an order: every refund not closed.
+pub fn held_total(refunds: &[Refund]) -> Fen {
+    Fen(refunds
+        .iter()
+        .filter(|r| r.status.holds_money())
+        .map(|r| r.amount.0)
+        .sum())
+}
+
+/// What has gone back to the user: the successful refunds.
+pub fn refunded_total(refunds: &[Refund]) -> Fen {
+    Fen(refunds
+        .iter()
+        .filter(|r| r.status == RefundStatus::Success)
+        .map(|r| r.amount.0)
+        .sum())
+}
+
+/// Whether the refunds have given the whole paid total back (the order shows `REFUNDED`).
+pub fn fully_refunded(order: &Order, refunds: &[Refund]) -> bool {
+    order.status == Status::Paid && refunded_total(refunds) >= order.total_fee
+}
+
+/// Why a refund is refused before WeChat is asked. Each names the problem; none quotes more
+/// than the numbers involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRefusal {
+    #[error("only a PAID order can be refunded; this one is {0}")]
+    NotPaid(Status),
+    #[error("a refund must be at least 1 fen")]
+    ZeroAmount,
+    #[error(
+        "refunding {asked} fen would exceed the paid total: {paid} fen paid, {held} fen \
+         already refunded or being refunded"
+    )]
+    OverPaid { paid: Fen, held: Fen, asked: Fen },
+    #[error("an order can be refunded at most {MAX_REFUNDS_PER_ORDER} times")]
+    TooMany,
+    #[error("the order was paid more than a year ago; WeChat no longer refunds it")]
+    TooOld,
+    #[error("the order's last refund was asked for {ago} s ago; retry in a minute")]
+    TooSoon { ago: u64 },
+    #[error("refund_no must be 1-{MAX_REFUND_NO_LEN} characters of [0-9A-Za-z_-|*@]")]
+    BadRefundNo,
+    #[error("reason must be at most {MAX_REASON_CHARS} characters without emoji")]
+    BadReason,
+}
+
+impl RefundRefusal {
+    /// The HTTP status and error code the admin route answers it with.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            RefundRefusal::NotPaid(_) => (409, "not_paid"),
+            RefundRefusal::ZeroAmount => (400, "invalid_amount"),
+            RefundRefusal::OverPaid { .. } => (409, "refund_exceeds_paid"),
+            RefundRefusal::TooMany => (409, "too_many_refunds"),
+            RefundRefusal::TooOld => (409, "refund_window_closed"),
+            RefundRefusal::TooSoon { .. } => (429, "refund_too_soon"),
+            RefundRefusal::BadRefundNo => (400, "invalid_refund_no"),
+            RefundRefusal::BadReason => (400, "invalid_reason"),
+        }
+    }
+}
+
+/// A new refund asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundAsk<'a> {
+    pub refund_no: &'a str,
+    pub amount: Fen,
+    pub reason: Option<&'a str>,
+}
+
+/// Checks a new refund against WeChat's rules before WeChat is asked: a PAID order, a paid
+/// time within a year, at least 1 fen, the refunds not closed plus this one within the paid
+/// total, at most [`MAX_REFUNDS_PER_ORDER`], the last one at least a minute old, and a number
+/// and reason WeChat accepts. `refunds` are the order's refunds so far, `now` Unix seconds.
+pub fn check_new_refund(
+    order: &Order,
+    refunds: &[Refund],
+    ask: &RefundAsk<'_>,
+    now: u64,
+) -> Result<(), RefundRefusal> {
+    if !valid_refund_no(ask.refund_no) {
+        return Err(RefundRefusal::BadRefundNo);
+    }
+    if let Some(reason) = ask.reason
+        && (reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(|c| c.len_utf8() == 4))
+    {
+        return Err(RefundRefusal::BadReason);
+    }
+    if order.status != Status::Paid {
+        return Err(RefundRefusal::NotPaid(order.status));
+    }
+    if ask.amount == Fen(0) {
+        return Err(RefundRefusal::ZeroAmount);
+    }
+    let paid_at = order
+        .paid_at
+        .as_deref()
+        .and_then(|t| crate::time::parse_rfc3339(t).ok());
+    if paid_at.is_some_and(|at| now.saturating_sub(at) > REFUND_WINDOW_SECS) {
+        return Err(RefundRefusal::TooOld);
+    }
+    if refunds.len() >= MAX_REFUNDS_PER_ORDER {
+        return Err(RefundRefusal::TooMany);
+    }
+    let held = held_total(refunds);
+    if held.0.saturating_add(ask.amount.0) > order.total_fee.0 {
+        return Err(RefundRefusal::OverPaid {
+            paid: order.total_fee,
+            held,
+            asked: ask.amount,
+        });
+    }
+    if let Some(last) = refunds.iter().map(|r| r.requested_at).max() {
+        let ago = now.saturating_sub(last);
+        if ago < MIN_REFUND_SPACING_SECS {
+            return Err(RefundRefusal::TooSoon { ago });
+        }
+    }
+    Ok(())
+}
+
+/// What WeChat says about a refund (a verified notification or query answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReport {
+    pub out_trade_no: String,
+    pub refund_no: String,
+    pub refund_id: String,
+    pub status: RefundStatus,
+    /// The refund's amount.
+    pub refund_fee: Fen,
+    /// The order's paid total, as WeChat knows it.
+    pub total_fee: Fen,
+    /// Unix seconds, for a successful refund.
+    pub success_time: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::order::{NewOrder, Product, Trigger};
+
+    const PAID_AT: u64 = 1_714_550_400; // 2024-05-01T08:00:00Z
+
+    fn paid_order(total: u64) -> Order {
+        let product = Product {
+            sku: "tea".into(),
+            name: "Tea".into(),
+            price: Fen(total),
+            active: true,
+        };
+        let mut order = Order::new(NewOrder {
+            order_no: "20240501080000aaaaaaaaaaaa".into(),
+            openid: "o1".into(),
+            product: &product,
+            quantity: 1,
+            attach: None,
+            mode: Mode::Live,
+            created_at: "2024-05-01T07:59:00Z".into(),
+        })
+        .unwrap();
+        let at = "2024-05-01T07:59:01Z";
+        let trigger = Trigger::PrepayObtained {
+            prepay_id: "wx1".into(),
+            expires_at: PAID_AT + 7200,
+        };
+        let _ = order.apply(trigger, at).unwrap();
+        let paid = Trigger::PaymentConfirmed {
+            transaction_id: "4200".into(),
+        };
+        let _ = order.apply(paid, &crate::time::rfc3339(PAID_AT)).unwrap();
+        order
+    }
+
+    fn refund(no: &str, amount: u64, status: RefundStatus, at: u64) -> Refund {
+        Refund {
+            refund_no: no.into(),
+            amount: Fen(amount),
+            reason: None,
+            status,
+            refund_id: None,
+            requested_at: at,
+            settled_at: None,
+        }
+    }
+
+    fn ask(no: &str, amount: u64) -> RefundAsk<'_> {
+        RefundAsk {
+            refund_no: no,
+            amount: Fen(amount),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_paid_total_is_never_exceeded() {
+        let order = paid_order(1000);
+        let now = PAID_AT + 3600;
+        assert_eq!(check_new_refund(&order, &[], &ask("r1", 1000), now), Ok(()));
+        assert_eq!(
+            check_new_refund(&order, &[], &ask("r1", 1001), now),
+            Err(RefundRefusal::OverPaid {
+                paid: Fen(1000),
+                held: Fen(0),
+                asked: Fen(1001)
+            })
+        );
+        // PROCESSING and ABNORMAL refunds hold their money; a CLOSED one gives it back.
+        let refunds = [
+            refund("r1", 400, RefundStatus::Processing, now - 600),
+            refund("r2", 300, RefundStatus::Abnormal, now - 500),
+            refund("r3", 300, RefundStatus::Closed, now - 400),
+        ];
+        assert_eq!(held_total(&refunds), Fen(700));
+        assert_eq!(
+            check_new_refund(&order, &refunds, &ask("r4", 300), now),
+            Ok(())
+        );
+        assert!(matches!(
+            check_new_refund(&order, &refunds, &ask("r4", 301), now),
+            Err(RefundRefusal::OverPaid { .. })
+        ));
+        assert_eq!(
+            check_new_refund(&order, &[], &ask("r1", 0), now),
+            Err(RefundRefusal::ZeroAmount)
+        );
+    }
+
+    #[test]
+    fn wechat_rules_are_checked_before_asking() {
+        let order = paid_order(10_000);
+        let now = PAID_AT + 3600;
+        let mut unpaid = order.clone();
+        unpaid.status = Status::AwaitingPayment;
+        assert_eq!(
+            check_new_refund(&unpaid, &[], &ask("r1", 1), now),
+            Err(RefundRefusal::NotPaid(Status::AwaitingPayment))
+        );
+        let fifty: Vec<Refund> = (0..50)
+            .map(|i| refund(&format!("r{i}"), 1, RefundStatus::Success, now - 3000))
+            .collect();
+        assert_eq!(
+            check_new_refund(&order, &fifty, &ask("r50", 1), now),
+            Err(RefundRefusal::TooMany)
+        );
+        assert_eq!(
+            check_new_refund(&order, &[], &ask("r1", 1), PAID_AT + REFUND_WINDOW_SECS + 1),
+            Err(RefundRefusal::TooOld)
+        );
+        let recent = [refund("r1", 1, RefundStatus::Processing, now - 30)];
+        let e = check_new_refund(&order, &recent, &ask("r2", 1), now).unwrap_err();
+        assert_eq!(e, RefundRefusal::TooSoon { ago: 30 });
+        assert!(e.to_string().contains("retry in a minute"));
+        assert_eq!(e.status_and_code(), (429, "refund_too_soon"));
+        for bad in ["", "a b", "ü", &"x".repeat(65)] {
+            assert_eq!(
+                check_new_refund(&order, &[], &ask(bad, 1), now),
+                Err(RefundRefusal::BadRefundNo),
+                "{bad:?}"
+            );
+        }
+        assert!(valid_refund_no("R_1-2|3*4@5"));
+        let long = "退".repeat(81);
+        let with_reason = RefundAsk {
+            reason: Some(&long),
+            ..ask("r1", 1)
+        };
+        assert_eq!(
+            check_new_refund(&order, &[], &with_reason, now),
+            Err(RefundRefusal::BadReason)
+        );
+    }
+
+    #[test]
+    fn statuses_read_both_versions_words() {
+        for (word, status) in [
+            ("SUCCESS", RefundStatus::Success),
+            ("PROCESSING", RefundStatus::Processing),
+            ("REFUNDCLOSE", RefundStatus::Closed),
+            ("CLOSED", RefundStatus::Closed),
+            ("CHANGE", RefundStatus::Abnormal),
+            ("ABNORMAL", RefundStatus::Abnormal),
+        ] {
+            assert_eq!(RefundStatus::parse(word), Some(status));
+        }
+        assert_eq!(RefundStatus::parse("NOPE"), None);
+        let order = paid_order(500);
+        let refunds = [
+            refund("r1", 200, RefundStatus::Success, 0),
+            refund("r2", 300, RefundStatus::Processing, 0),
+        ];
+        assert_eq!(refunded_total(&refunds), Fen(200));
+        assert!(!fully_refunded(&order, &refunds));
+        let refunds = [
+            refund("r1", 200, RefundStatus::Success, 0),
+            refund("r2", 300, RefundStatus::Success, 0),
+        ];
+        assert!(fully_refunded(&order, &refunds));
+    }
+}
