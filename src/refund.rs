@@ -240,6 +240,133 @@ pub struct RefundReport {
     pub success_time: Option<u64>,
 }
 
+// ---- Storage (docs/RELIABILITY.md "Storage model") ------------------------------------------------
+//
+// As an order's payment, a refund's facts each have their own key, and nothing is written back:
+//
+// | key | fact | written by |
+// |---|---|---|
+// | `order:{no}:refund:{refund_no}` | the refund as asked for ([`RefundAsked`]) | the admin refund route, once, before WeChat is called |
+// | `order:{no}:refund:{refund_no}:{STATUS}` | WeChat said the refund is `STATUS` ([`RefundOutcome`]) | the refund reply (PROCESSING), the refund notification, a refund query |
+// | `order:{no}:refunds` | the order has refunds (so that the user's view lists refund keys only then) | the admin refund route |
+
+/// `order:{no}:refund:` — the prefix of an order's refund keys.
+pub fn refund_prefix(order_no: &str) -> String {
+    format!("{}:refund:", crate::order::order_key(order_no))
+}
+
+/// `order:{no}:refund:{refund_no}`: the refund as asked for.
+pub fn asked_key(order_no: &str, refund_no: &str) -> String {
+    format!("{}{refund_no}", refund_prefix(order_no))
+}
+
+/// `order:{no}:refund:{refund_no}:{STATUS}`: one key per status WeChat reported, each written
+/// from WeChat's report alone (the same bytes from every source) and never rewritten.
+pub fn outcome_key(order_no: &str, refund_no: &str, status: RefundStatus) -> String {
+    format!("{}:{}", asked_key(order_no, refund_no), status.as_str())
+}
+
+/// `order:{no}:refunds`: set once an order has a refund.
+pub fn marker_key(order_no: &str) -> String {
+    format!("{}:refunds", crate::order::order_key(order_no))
+}
+
+/// A refund as asked for, stored before WeChat hears of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundAsked {
+    pub refund_no: String,
+    pub amount: Fen,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub requested_at: u64,
+}
+
+/// What WeChat reported about a refund in one status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundOutcome {
+    /// WeChat's refund id.
+    pub refund_id: String,
+    /// Unix seconds WeChat says it succeeded (SUCCESS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<u64>,
+}
+
+impl RefundOutcome {
+    /// The outcome a report records.
+    pub fn of(report: &RefundReport) -> RefundOutcome {
+        RefundOutcome {
+            refund_id: report.refund_id.clone(),
+            success_time: report
+                .success_time
+                .filter(|_| report.status == RefundStatus::Success),
+        }
+    }
+}
+
+/// How strongly a status settles a refund: a refund shows the strongest it has a fact for
+/// (an ABNORMAL refund may still succeed once the merchant acts; SUCCESS and CLOSED are final).
+fn rank(status: RefundStatus) -> u8 {
+    match status {
+        RefundStatus::Processing => 0,
+        RefundStatus::Abnormal => 1,
+        RefundStatus::Closed => 2,
+        RefundStatus::Success => 3,
+    }
+}
+
+/// An order's refunds from its refund keys (`(key, bytes)` pairs under [`refund_prefix`]):
+/// each asked refund with the strongest status it has a fact for, sorted by when it was asked.
+/// An unreadable record is skipped (and reported by the caller's other reads).
+pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund> {
+    let prefix = refund_prefix(order_no);
+    let mut refunds: Vec<Refund> = entries
+        .iter()
+        .filter(|(key, _)| {
+            key.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.contains(':'))
+        })
+        .filter_map(|(_, bytes)| serde_json::from_slice::<RefundAsked>(bytes).ok())
+        .map(|asked| Refund {
+            refund_no: asked.refund_no,
+            amount: asked.amount,
+            reason: asked.reason,
+            status: RefundStatus::Processing,
+            refund_id: None,
+            requested_at: asked.requested_at,
+            settled_at: None,
+        })
+        .collect();
+    for refund in &mut refunds {
+        for status in [
+            RefundStatus::Processing,
+            RefundStatus::Abnormal,
+            RefundStatus::Closed,
+            RefundStatus::Success,
+        ] {
+            let key = outcome_key(order_no, &refund.refund_no, status);
+            let Some(outcome) = entries
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, b)| serde_json::from_slice::<RefundOutcome>(b).ok())
+            else {
+                continue;
+            };
+            if rank(status) >= rank(refund.status) {
+                refund.status = status;
+            }
+            if !outcome.refund_id.is_empty() {
+                refund.refund_id = Some(outcome.refund_id);
+            }
+            if status == RefundStatus::Success {
+                refund.settled_at = outcome.success_time;
+            }
+        }
+    }
+    refunds.sort_by(|a, b| (a.requested_at, &a.refund_no).cmp(&(b.requested_at, &b.refund_no)));
+    refunds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +501,78 @@ mod tests {
         assert_eq!(
             check_new_refund(&order, &[], &with_reason, now),
             Err(RefundRefusal::BadReason)
+        );
+    }
+
+    #[test]
+    fn refunds_are_derived_from_their_facts_in_any_order() {
+        let no = "20240501080000aaaaaaaaaaaa";
+        let asked = |r: &str, amount: u64, at: u64| {
+            let a = RefundAsked {
+                refund_no: r.into(),
+                amount: Fen(amount),
+                reason: None,
+                requested_at: at,
+            };
+            (asked_key(no, r), serde_json::to_vec(&a).unwrap())
+        };
+        let outcome = |r: &str, status: RefundStatus, time: Option<u64>| {
+            let o = RefundOutcome {
+                refund_id: format!("5000{r}"),
+                success_time: time,
+            };
+            (outcome_key(no, r, status), serde_json::to_vec(&o).unwrap())
+        };
+        let mut entries = vec![
+            outcome("r1", RefundStatus::Success, Some(99)),
+            asked("r2", 300, 20),
+            outcome("r1", RefundStatus::Abnormal, None),
+            asked("r1", 200, 10),
+            outcome("r1", RefundStatus::Processing, None),
+            outcome("r2", RefundStatus::Closed, None),
+            asked("r3", 100, 30),
+            // Another order's refund and unrelated facts are not this order's.
+            (
+                asked_key("20240501080000bbbbbbbbbbbb", "r9"),
+                b"{}".to_vec(),
+            ),
+            (marker_key(no), Vec::new()),
+        ];
+        let expected = vec![
+            Refund {
+                refund_no: "r1".into(),
+                amount: Fen(200),
+                reason: None,
+                status: RefundStatus::Success,
+                refund_id: Some("5000r1".into()),
+                requested_at: 10,
+                settled_at: Some(99),
+            },
+            Refund {
+                refund_no: "r2".into(),
+                amount: Fen(300),
+                reason: None,
+                status: RefundStatus::Closed,
+                refund_id: Some("5000r2".into()),
+                requested_at: 20,
+                settled_at: None,
+            },
+            Refund {
+                refund_no: "r3".into(),
+                amount: Fen(100),
+                reason: None,
+                status: RefundStatus::Processing,
+                refund_id: None,
+                requested_at: 30,
+                settled_at: None,
+            },
+        ];
+        assert_eq!(refunds_from(no, &entries), expected);
+        entries.reverse();
+        assert_eq!(
+            refunds_from(no, &entries),
+            expected,
+            "the order of the keys does not matter"
         );
     }
 
