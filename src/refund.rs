@@ -225,6 +225,16 @@ pub fn check_new_refund(
     Ok(())
 }
 
+/// What WeChat answered to a refund request: it took it (APIv2: always PROCESSING; APIv3 may
+/// already say SUCCESS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundOutcomeReport {
+    pub status: RefundStatus,
+    pub refund_id: String,
+    pub refund_fee: Fen,
+    pub success_time: Option<u64>,
+}
+
 /// What WeChat says about a refund (a verified notification or query answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundReport {

@@ -225,6 +225,11 @@ pub struct FakeWechat {
     pub v3_signer: RefCell<V3Signer>,
     /// The platform certificates `GET /v3/certificates` lists (PEM).
     pub v3_listed: RefCell<Vec<&'static str>>,
+    /// Refunds WeChat made, by `out_refund_no`: (out_trade_no, refund_fee). One per number,
+    /// however often it is asked (WeChat's rule).
+    pub refunds: RefCell<BTreeMap<String, (String, u64)>>,
+    /// Refund requests received, by `out_refund_no` (retries included).
+    pub refund_requests: RefCell<BTreeMap<String, usize>>,
 }
 
 pub const PAID_TIME_END: &str = "20240501160312";
@@ -240,7 +245,49 @@ impl FakeWechat {
             codes: RefCell::default(),
             v3_signer: RefCell::new(V3Signer::public_key()),
             v3_listed: RefCell::new(vec![V3Signer::PLATFORM_CERT]),
+            refunds: RefCell::default(),
+            refund_requests: RefCell::default(),
         }
+    }
+
+    /// WeChat's side of a refund request: counted, and made once per number (a refund of an
+    /// unknown or unpaid trade, or over its total, is refused with `err_code`).
+    fn take_refund(
+        &self,
+        order_no: &str,
+        refund_no: &str,
+        refund_fee: u64,
+    ) -> Result<(), &'static str> {
+        *self
+            .refund_requests
+            .borrow_mut()
+            .entry(refund_no.to_owned())
+            .or_default() += 1;
+        let trades = self.trades.borrow();
+        let Some(trade) = trades.get(order_no) else {
+            return Err("ORDERNOTEXIST");
+        };
+        if trade.state != "SUCCESS" && trade.state != "REFUND" {
+            return Err("TRADE_STATE_ERROR");
+        }
+        let mut refunds = self.refunds.borrow_mut();
+        if let Some((_, fee)) = refunds.get(refund_no) {
+            return if *fee == refund_fee {
+                Ok(())
+            } else {
+                Err("INVALID_REQUEST")
+            };
+        }
+        let refunded: u64 = refunds
+            .values()
+            .filter(|(no, _)| no == order_no)
+            .map(|(_, fee)| fee)
+            .sum();
+        if refunded + refund_fee > trade.total_fee {
+            return Err("INVALID_REQUEST");
+        }
+        refunds.insert(refund_no.to_owned(), (order_no.to_owned(), refund_fee));
+        Ok(())
     }
 
     pub fn fault(&self, path: &'static str, fault: Fault) {
@@ -436,6 +483,25 @@ impl FakeWechat {
             }
             return ok(self.reply(&extra, fault.as_ref()));
         }
+        if url.ends_with(crate::v2::refund::REFUND_PATH) {
+            if let Some(Fault::Refuse(_)) = fault {
+                return ok(self.reply(&[], fault.as_ref()));
+            }
+            let refund_no = params["out_refund_no"].clone();
+            let fee: u64 = params["refund_fee"].parse().unwrap();
+            return ok(match self.take_refund(&order_no, &refund_no, fee) {
+                Ok(()) => self.reply(
+                    &[
+                        ("out_trade_no", order_no.clone()),
+                        ("out_refund_no", refund_no.clone()),
+                        ("refund_id", format!("5000{refund_no}")),
+                        ("refund_fee", fee.to_string()),
+                    ],
+                    fault.as_ref(),
+                ),
+                Err(code) => self.reply(&[], Some(&Fault::Refuse(code))),
+            });
+        }
         if url.ends_with("/pay/closeorder") {
             if fault.is_some() {
                 return ok(self.reply(&[], fault.as_ref()));
@@ -502,6 +568,7 @@ pub const V3_JSAPI: &str = crate::v3::api::JSAPI_PATH;
 pub const V3_QUERY: &str = "/v3/query";
 pub const V3_CLOSE: &str = "/v3/close";
 pub const V3_CERTIFICATES: &str = crate::v3::certificates::CERTIFICATES_PATH;
+pub const V3_REFUNDS: &str = crate::v3::refund::REFUNDS_PATH;
 
 /// The key and serial the fake WeChat signs its APIv3 replies with (the vectors' throw-away
 /// keys, `src/v3/testdata/`).
@@ -675,7 +742,13 @@ impl FakeWechat {
         }
         let path = path_and_query.split('?').next().unwrap_or("").to_owned();
         let tx_prefix = "/v3/pay/transactions/out-trade-no/";
-        let (fault_key, order_no) = if path == V3_JSAPI {
+        let (fault_key, order_no) = if path == V3_REFUNDS {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (
+                V3_REFUNDS,
+                v["out_trade_no"].as_str().unwrap_or("").to_owned(),
+            )
+        } else if path == V3_JSAPI {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             (
                 V3_JSAPI,
@@ -713,6 +786,24 @@ impl FakeWechat {
         }
         let f = fault.as_ref();
         match fault_key {
+            V3_REFUNDS => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let refund_no = v["out_refund_no"].as_str().unwrap().to_owned();
+                let fee = v["amount"]["refund"].as_u64().unwrap();
+                let total = v["amount"]["total"].as_u64().unwrap();
+                Ok(match self.take_refund(&order_no, &refund_no, fee) {
+                    Ok(()) => {
+                        let reply = serde_json::json!({
+                            "refund_id": format!("5000{refund_no}"),
+                            "out_refund_no": refund_no, "out_trade_no": order_no,
+                            "status": "PROCESSING",
+                            "amount": {"refund": fee, "total": total},
+                        });
+                        self.v3_reply(200, reply.to_string(), timestamp, f)
+                    }
+                    Err(code) => self.v3_error(400, code, timestamp, f),
+                })
+            }
             V3_JSAPI => {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 assert_eq!(v["appid"], self.merchant.appid.as_str());

@@ -13,6 +13,9 @@
 //! | `POST /api/orders/{order_no}/pay-params` | [`pay_sign::pay_params`] | [`ShopConfig`] |
 //! | `POST /api/wxpay/notify` | [`notify::notify`] | [`MerchantConfig`] |
 //! | `/api/admin/...` | [`admin::handle`] (or one function per route) | [`AdminFlowConfig`] |
+//!
+//! Refunds ([`refunds::create`], [`refunds::notify`]) are flows without a route yet: the
+//! simulator's refunds and the client certificate for APIv2 come first (issue 14).
 //! | `GET /api/health` | [`health::health`] | the variable source itself |
 //!
 //! Nothing a flow returns (response body, error message, outcome) contains a secret, a session
@@ -38,6 +41,7 @@ pub mod login;
 pub mod notify;
 pub mod orders;
 pub mod pay_sign;
+pub mod refunds;
 mod wechat;
 
 #[cfg(test)]

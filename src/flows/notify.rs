@@ -80,7 +80,7 @@ impl Dialect {
         }
     }
 
-    fn success(self) -> Response {
+    pub(super) fn success(self) -> Response {
         match self {
             Dialect::V2 => Response::xml(SUCCESS_REPLY),
             Dialect::V3 => Response::no_content(),
@@ -88,7 +88,7 @@ impl Dialect {
     }
 
     /// A failure answer; `v3_status` is APIv3's (401 untrusted, 404 not ours, 500 our side).
-    fn fail(self, v3_status: u16, message: &str) -> Response {
+    pub(super) fn fail(self, v3_status: u16, message: &str) -> Response {
         match self {
             Dialect::V2 => Response::xml(fail_reply(message)),
             Dialect::V3 => Response {
@@ -100,14 +100,19 @@ impl Dialect {
         }
     }
 
-    fn rejected(self, v3_status: u16, short: &str, reason: String) -> (Response, NotifyOutcome) {
+    pub(super) fn rejected(
+        self,
+        v3_status: u16,
+        short: &str,
+        reason: String,
+    ) -> (Response, NotifyOutcome) {
         (
             self.fail(v3_status, short),
             NotifyOutcome::Rejected { reason },
         )
     }
 
-    fn failed(self, reason: String) -> (Response, NotifyOutcome) {
+    pub(super) fn failed(self, reason: String) -> (Response, NotifyOutcome) {
         (
             self.fail(500, "temporarily unavailable"),
             NotifyOutcome::Failed { reason },

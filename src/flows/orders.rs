@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::wechat::{self, CallError, PreparedOrder, Wechat, WechatError};
+use super::wechat::{self, CallError, PreparedCall, Wechat, WechatError};
 use super::{
     ApiError, Clock, Env, Nonce, Request, Response, ShopConfig, Store, Transport, answer,
     authenticate, json_request, load_product, owned_order, record_learned, save_base,
@@ -151,7 +151,7 @@ enum UnifiedOutcome {
 async fn unified_order<S: Store, T: Transport, C: Clock, N: Nonce>(
     wechat: &Wechat<'_, S, T, C, N>,
     clock: &C,
-    prepared: &PreparedOrder,
+    prepared: &PreparedCall,
 ) -> UnifiedOutcome {
     let mut last = UnifiedOutcome::Busy;
     let mut timeouts = 0;

@@ -15,6 +15,7 @@ use crate::v2::sign::{SignType, sign_in_place};
 use crate::v2::{Params, xml};
 
 mod interleave;
+mod refunds;
 mod v3;
 
 const NOW: u64 = 1_714_550_400; // 2024-05-01T08:00:00Z

@@ -161,9 +161,9 @@ pub fn certificate_key(serial: &str) -> String {
     format!("v3:certificate:{}", serial.to_ascii_uppercase())
 }
 
-/// A prepared JSAPI order / unified order: built (and for APIv3 signed) once, so every retry
-/// sends identical bytes.
-pub(crate) enum PreparedOrder {
+/// A prepared call (a JSAPI order / unified order, a refund): built (and for APIv3 signed)
+/// once, so every retry sends identical bytes.
+pub(crate) enum PreparedCall {
     V2(ApiRequest),
     V3(OutboundRequest),
 }
@@ -198,13 +198,13 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         }
     }
 
-    /// The order for WeChat, prepared once (see [`PreparedOrder`]).
+    /// The order for WeChat, prepared once (see [`PreparedCall`]).
     pub fn prepare_order(
         &self,
         order: &Order,
         client_ip: &str,
         expires_at: u64,
-    ) -> Result<PreparedOrder, String> {
+    ) -> Result<PreparedCall, String> {
         let merchant = self.merchant;
         let Some(v3) = self.v3() else {
             let time_expire = crate::time::beijing_compact(expires_at);
@@ -221,7 +221,7 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
                 },
                 &fresh_nonce(self.nonce),
             )
-            .map(PreparedOrder::V2)
+            .map(PreparedCall::V2)
             .map_err(|e| e.to_string());
         };
         let body = crate::v3::api::jsapi_order_body(&crate::v3::api::JsapiOrder {
@@ -237,14 +237,14 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         })
         .map_err(|e| e.to_string())?;
         self.v3_request(v3, "POST", crate::v3::api::JSAPI_PATH, body)
-            .map(PreparedOrder::V3)
+            .map(PreparedCall::V3)
             .map_err(|e| e.to_string())
     }
 
     /// Sends a prepared order once: its prepay id, or why not.
-    pub async fn send_order(&self, prepared: &PreparedOrder) -> Result<String, WechatError> {
+    pub async fn send_order(&self, prepared: &PreparedCall) -> Result<String, WechatError> {
         match prepared {
-            PreparedOrder::V2(request) => {
+            PreparedCall::V2(request) => {
                 let body = post(self.transport, self.merchant, request)
                     .await
                     .map_err(WechatError::Call)?;
@@ -252,7 +252,7 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
                     .map(|prepay| prepay.prepay_id)
                     .map_err(WechatError::Reply)
             }
-            PreparedOrder::V3(request) => {
+            PreparedCall::V3(request) => {
                 let v3 = self.v3().ok_or_else(|| {
                     WechatError::Unsigned("the merchant no longer speaks APIv3".into())
                 })?;
@@ -295,6 +295,93 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
             now,
             &nonce,
         ))
+    }
+
+    /// A refund for WeChat, prepared once (see [`PreparedCall`]): APIv2's goes to
+    /// `/secapi/pay/refund`, over the merchant's client certificate, which the host presents
+    /// (Spin's `[[client_tls]]`), never this code.
+    pub fn prepare_refund(
+        &self,
+        order: &Order,
+        refund: &crate::refund::RefundAsked,
+        notify_url: Option<&str>,
+    ) -> Result<PreparedCall, String> {
+        let merchant = self.merchant;
+        let Some(v3) = self.v3() else {
+            return crate::v2::refund::refund_request(
+                merchant,
+                &crate::v2::refund::RefundOrder {
+                    out_trade_no: &order.order_no,
+                    out_refund_no: &refund.refund_no,
+                    total_fee: order.total_fee,
+                    refund_fee: refund.amount,
+                    refund_desc: refund.reason.as_deref(),
+                    notify_url,
+                },
+                &fresh_nonce(self.nonce),
+            )
+            .map(PreparedCall::V2)
+            .map_err(|e| e.to_string());
+        };
+        let body = crate::v3::refund::refund_body(&crate::v3::refund::RefundOrder {
+            out_trade_no: &order.order_no,
+            out_refund_no: &refund.refund_no,
+            reason: refund.reason.as_deref(),
+            notify_url,
+            refund: refund.amount,
+            total: order.total_fee,
+        })
+        .map_err(|e| e.to_string())?;
+        self.v3_request(v3, "POST", crate::v3::refund::REFUNDS_PATH, body)
+            .map(PreparedCall::V3)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends a prepared refund once: WeChat accepted it (APIv2: PROCESSING with its refund id;
+    /// APIv3: the refund as it stands), or why not.
+    pub async fn send_refund(
+        &self,
+        prepared: &PreparedCall,
+        out_refund_no: &str,
+    ) -> Result<crate::refund::RefundOutcomeReport, WechatError> {
+        match prepared {
+            PreparedCall::V2(request) => {
+                let body = post(self.transport, self.merchant, request)
+                    .await
+                    .map_err(WechatError::Call)?;
+                let accepted = crate::v2::refund::parse_refund_reply(self.merchant, &body)
+                    .map_err(WechatError::Reply)?;
+                if accepted.out_refund_no != out_refund_no {
+                    return Err(WechatError::WrongOrder);
+                }
+                Ok(crate::refund::RefundOutcomeReport {
+                    status: crate::refund::RefundStatus::Processing,
+                    refund_id: accepted.refund_id,
+                    refund_fee: accepted.refund_fee,
+                    success_time: None,
+                })
+            }
+            PreparedCall::V3(request) => {
+                let v3 = self.v3().ok_or_else(|| {
+                    WechatError::Unsigned("the merchant no longer speaks APIv3".into())
+                })?;
+                let reply = self.v3_send(v3, request).await?;
+                let untrusted =
+                    |e: crate::v3::api::ReplyError| WechatError::Untrusted(e.to_string());
+                let report = crate::v3::refund::V3Refund::parse(&reply.body)
+                    .and_then(|r| r.report())
+                    .map_err(untrusted)?;
+                if report.refund_no != out_refund_no {
+                    return Err(WechatError::WrongOrder);
+                }
+                Ok(crate::refund::RefundOutcomeReport {
+                    status: report.status,
+                    refund_id: report.refund_id,
+                    refund_fee: report.refund_fee,
+                    success_time: report.success_time,
+                })
+            }
+        }
     }
 
     /// The order's state at WeChat (one attempt).

@@ -7,7 +7,7 @@
 use aes::Aes256;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ecb::cipher::{BlockModeDecrypt, KeyInit, block_padding::Pkcs7};
+use ecb::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyInit, block_padding::Pkcs7};
 use md5::{Digest, Md5};
 
 use super::Params;
@@ -188,6 +188,13 @@ pub fn decrypt_req_info(req_info: &str, api_key: &Secret) -> Result<Vec<u8>, Ref
     Ok(plain.to_vec())
 }
 
+/// Encrypts a `req_info` as WeChat Pay does (the simulator and tests play WeChat): AES-256-ECB
+/// with PKCS#7 padding under the MD5 of the API key, base64.
+pub fn encrypt_req_info(plaintext: &[u8], api_key: &Secret) -> String {
+    let cipher = ecb::Encryptor::<Aes256>::new(&req_info_key(api_key).into());
+    STANDARD.encode(cipher.encrypt_padded_vec::<Pkcs7>(plaintext))
+}
+
 /// Reads and authenticates a refund notification: `return_code` SUCCESS, `req_info` decrypted
 /// with our key and read (its `<root>`), and appid / mch_id ours.
 pub fn parse_refund_notification(
@@ -254,6 +261,10 @@ mod tests {
         assert_eq!(req_info_key(&key), *text(&v, "aes_key").as_bytes());
         let plain = decrypt_req_info(&text(&v, "req_info"), &key).unwrap();
         assert_eq!(String::from_utf8(plain).unwrap(), text(&v, "plaintext"));
+        assert_eq!(
+            encrypt_req_info(text(&v, "plaintext").as_bytes(), &key),
+            text(&v, "req_info")
+        );
         let m = merchant(SignType::Md5);
         assert_eq!(m.v2_key().unwrap().expose(), key.expose());
         let report = parse_refund_notification(text(&v, "notification").as_bytes(), &m).unwrap();

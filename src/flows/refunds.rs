@@ -1,0 +1,481 @@
+//! Refunds (DESIGN.md §10): `POST /api/admin/orders/{order_no}/refunds` and
+//! `POST /api/wxpay/refund-notify`, in the configured API version.
+//!
+//! A refund is recorded with its number before WeChat hears of it, and every retry — of a
+//! WeChat call within the request, or of the whole request with the same `refund_no` — sends
+//! the same number and amount: WeChat refunds once per number. A refund WeChat did not answer
+//! stays PROCESSING (its money held against the paid total) until a notification, a query or a
+//! retried request settles it. What a notification says is stored in its own key, derived from
+//! the notification alone (`refund::outcome_key`), and success is answered only after the write.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::notify::{Dialect, NotifyOutcome};
+use super::orders::{
+    UNIFIED_ORDER_ATTEMPTS, UNIFIED_ORDER_BUDGET_SECS, UNIFIED_ORDER_TIMEOUT_ATTEMPTS,
+};
+use super::wechat::{CallError, PreparedCall, Wechat, WechatError, keys_for};
+use super::{
+    AdminFlowConfig, ApiError, Clock, Env, Nonce, Request, Response, Store, Transport, answer,
+    json_request, load_order, read_json, same_mode, store_unavailable, write_json,
+};
+use crate::config::{MerchantConfig, quote};
+use crate::ledger::AlertFact;
+use crate::money::Fen;
+use crate::order::{Order, valid_out_trade_no};
+use crate::refund::{
+    Refund, RefundAsk, RefundAsked, RefundOutcome, RefundOutcomeReport, RefundReport, RefundStatus,
+    asked_key, check_new_refund, marker_key, outcome_key, refund_prefix, refunds_from,
+};
+use crate::time::rfc3339;
+use crate::v2::api::{ErrCode, ReplyError};
+
+/// A refund as the admin routes answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundView {
+    pub refund_no: String,
+    pub amount: Fen,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub status: RefundStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// RFC 3339.
+    pub requested_at: String,
+    /// RFC 3339, once WeChat says the money went back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
+}
+
+impl From<&Refund> for RefundView {
+    fn from(r: &Refund) -> Self {
+        RefundView {
+            refund_no: r.refund_no.clone(),
+            amount: r.amount,
+            reason: r.reason.clone(),
+            status: r.status,
+            refund_id: r.refund_id.clone(),
+            requested_at: rfc3339(r.requested_at),
+            settled_at: r.settled_at.map(rfc3339),
+        }
+    }
+}
+
+/// An order's refunds (one listing of its refund keys, then their records).
+pub(crate) async fn load_refunds<S: Store>(
+    store: &S,
+    order_no: &str,
+) -> Result<Vec<Refund>, ApiError> {
+    let mut keys = store
+        .keys_with_prefix(&refund_prefix(order_no))
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    keys.sort();
+    let mut entries = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(bytes) = store.get(&key).await.map_err(|e| store_unavailable(&e))? {
+            entries.push((key, bytes));
+        }
+    }
+    Ok(refunds_from(order_no, &entries))
+}
+
+struct RefundInput {
+    amount: Fen,
+    reason: Option<String>,
+    refund_no: Option<String>,
+}
+
+/// Reads `{"amount", "reason"?, "refund_no"?}` (the amount in integer fen).
+fn parse_input(request: &Request) -> Result<RefundInput, ApiError> {
+    let object = json_request(request)?;
+    let amount = match object.get("amount") {
+        Some(Value::Number(n)) => n.as_u64().filter(|a| *a >= 1).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "invalid_amount",
+                "amount must be an integer number of fen, at least 1",
+            )
+        })?,
+        _ => {
+            return Err(ApiError::new(
+                400,
+                "invalid_amount",
+                "amount is required: an integer number of fen, at least 1",
+            ));
+        }
+    };
+    let text = |name: &str, code: &'static str| match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::new(400, code, format!("{name} must be a string"))),
+    };
+    Ok(RefundInput {
+        amount: Fen(amount),
+        reason: text("reason", "invalid_reason")?,
+        refund_no: text("refund_no", "invalid_refund_no")?,
+    })
+}
+
+/// How a refund call ended.
+enum RefundCall {
+    Accepted(RefundOutcomeReport),
+    /// A refusal: the refund did not happen and holds no money (stored CLOSED).
+    Refused {
+        message: String,
+    },
+    /// No usable answer: the refund stays PROCESSING.
+    Unanswered(ApiError),
+}
+
+/// Sends a prepared refund, retrying a busy WeChat (SYSTEMERROR, BIZERR_NEED_RETRY, 5xx) and a
+/// timeout with the identical request, within the unified order's attempts and time budget.
+async fn call_refund<S: Store, T: Transport, C: Clock, N: Nonce>(
+    wechat: &Wechat<'_, S, T, C, N>,
+    clock: &C,
+    prepared: &PreparedCall,
+    refund_no: &str,
+) -> RefundCall {
+    let pending = |why: String| {
+        RefundCall::Unanswered(ApiError::new(
+            503,
+            "wechat_busy",
+            format!(
+                "the refund {} is recorded as PROCESSING but WeChat Pay did not confirm it ({why}); \
+                 retry with the same refund_no (WeChat refunds a number once), or let reconcile settle it",
+                quote(refund_no)
+            ),
+        ))
+    };
+    let mut last = pending("no attempt".into());
+    let mut timeouts = 0;
+    let started = clock.now_unix();
+    for attempt in 0..UNIFIED_ORDER_ATTEMPTS {
+        if attempt > 0 && clock.now_unix().saturating_sub(started) >= UNIFIED_ORDER_BUDGET_SECS {
+            break;
+        }
+        match wechat.send_refund(prepared, refund_no).await {
+            Ok(report) => return RefundCall::Accepted(report),
+            Err(WechatError::Call(CallError::Denied)) => {
+                return RefundCall::Unanswered(ApiError::new(
+                    500,
+                    "outbound_denied",
+                    CallError::Denied.to_string(),
+                ));
+            }
+            Err(WechatError::Call(e @ CallError::Timeout)) => {
+                timeouts += 1;
+                last = pending(e.to_string());
+                if timeouts >= UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
+                    break;
+                }
+            }
+            Err(WechatError::Call(e)) => last = pending(e.to_string()),
+            Err(WechatError::Reply(ReplyError::Refused {
+                err_code,
+                err_code_des,
+            })) => {
+                if is_busy(&err_code) {
+                    last = pending(format!("{err_code}"));
+                    continue;
+                }
+                return RefundCall::Refused {
+                    message: if err_code_des.is_empty() {
+                        format!("WeChat Pay refused the refund: {err_code}")
+                    } else {
+                        format!("WeChat Pay refused the refund: {err_code} ({err_code_des})")
+                    },
+                };
+            }
+            Err(WechatError::Store(e)) => return RefundCall::Unanswered(e),
+            Err(other) => {
+                return RefundCall::Unanswered(ApiError::new(
+                    502,
+                    "wechat_reply_untrusted",
+                    format!(
+                        "the refund {} is recorded as PROCESSING; WeChat Pay's reply could not be \
+                         used: {other}",
+                        quote(refund_no)
+                    ),
+                ));
+            }
+        }
+    }
+    last
+}
+
+/// `POST /api/admin/orders/{order_no}/refunds` (admin; the caller authorizes it — not routed
+/// yet): 201 with the
+/// refund (200 with the existing one when `refund_no` repeats with the same amount; 409 with
+/// another).
+pub async fn create<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Response
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    answer(create_inner(env, request, order_no).await)
+}
+
+async fn create_inner<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    request: &Request,
+    order_no: &str,
+) -> Result<Response, ApiError>
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let input = parse_input(request)?;
+    let not_found = || ApiError::new(404, "order_not_found", "no such order");
+    if !valid_out_trade_no(order_no) {
+        return Err(not_found());
+    }
+    let order = load_order(&env.store, order_no)
+        .await?
+        .ok_or_else(not_found)?;
+    let merchant = &env.config.merchant;
+    same_mode(&order, merchant.mode)?;
+    let refunds = load_refunds(&env.store, order_no).await?;
+    let now = env.clock.now_unix();
+    let refund_no = input
+        .refund_no
+        .clone()
+        .unwrap_or_else(|| format!("R{}", hex::encode_upper(&env.nonce.random16()[..8])));
+    let existing = refunds.iter().find(|r| r.refund_no == refund_no).cloned();
+    let asked = match &existing {
+        Some(r) if r.amount != input.amount => {
+            return Err(ApiError::new(
+                409,
+                "refund_no_conflict",
+                format!(
+                    "refund_no {} was used for {} fen, not {} fen",
+                    quote(&refund_no),
+                    r.amount,
+                    input.amount
+                ),
+            ));
+        }
+        // WeChat has answered for it: the refund as it stands.
+        Some(r) if r.refund_id.is_some() || r.status != RefundStatus::Processing => {
+            return Ok(Response::json(200, &RefundView::from(r)));
+        }
+        // Recorded, never confirmed: the same refund is sent again.
+        Some(r) => RefundAsked {
+            refund_no: r.refund_no.clone(),
+            amount: r.amount,
+            reason: r.reason.clone(),
+            requested_at: r.requested_at,
+        },
+        None => {
+            let ask = RefundAsk {
+                refund_no: &refund_no,
+                amount: input.amount,
+                reason: input.reason.as_deref(),
+            };
+            check_new_refund(&order, &refunds, &ask, now).map_err(|refusal| {
+                let (status, code) = refusal.status_and_code();
+                ApiError::new(status, code, refusal.to_string())
+            })?;
+            let asked = RefundAsked {
+                refund_no: refund_no.clone(),
+                amount: input.amount,
+                reason: input.reason.clone(),
+                requested_at: now,
+            };
+            // Recorded before WeChat hears of it: a crash or a timeout leaves a PROCESSING
+            // refund holding its money, which a retry or reconcile settles.
+            write_json(&env.store, &asked_key(order_no, &refund_no), &asked).await?;
+            env.store
+                .set(&marker_key(order_no), b"1")
+                .await
+                .map_err(|e| store_unavailable(&e))?;
+            asked
+        }
+    };
+    let wechat = Wechat::new(env, merchant);
+    let prepared = wechat
+        .prepare_refund(&order, &asked, None)
+        .map_err(|e| ApiError::new(500, "internal", format!("cannot build the refund: {e}")))?;
+    let mut refund = Refund {
+        refund_no: asked.refund_no.clone(),
+        amount: asked.amount,
+        reason: asked.reason.clone(),
+        status: RefundStatus::Processing,
+        refund_id: None,
+        requested_at: asked.requested_at,
+        settled_at: None,
+    };
+    match call_refund(&wechat, &env.clock, &prepared, &refund_no).await {
+        RefundCall::Accepted(report) => {
+            let outcome = RefundOutcome {
+                refund_id: report.refund_id.clone(),
+                success_time: report.success_time,
+            };
+            write_json(
+                &env.store,
+                &outcome_key(order_no, &refund_no, report.status),
+                &outcome,
+            )
+            .await?;
+            refund.status = report.status;
+            refund.refund_id = Some(report.refund_id);
+            refund.settled_at = report.success_time;
+            let status = if existing.is_some() { 200 } else { 201 };
+            Ok(Response::json(status, &RefundView::from(&refund)))
+        }
+        RefundCall::Refused { message } => {
+            // It did not happen: recorded CLOSED, so that it holds no money.
+            let outcome = RefundOutcome {
+                refund_id: String::new(),
+                success_time: None,
+            };
+            let key = outcome_key(order_no, &refund_no, RefundStatus::Closed);
+            let _ = write_json(&env.store, &key, &outcome).await;
+            Err(ApiError::new(502, "wechat_refused", message))
+        }
+        RefundCall::Unanswered(e) => Err(e),
+    }
+}
+
+/// Reads and authenticates a refund notification in its dialect.
+async fn receive<S: Store>(
+    store: &S,
+    merchant: &MerchantConfig,
+    request: &Request,
+    now: u64,
+) -> Result<RefundReport, Box<(Response, NotifyOutcome)>> {
+    let Some(headers) = &request.wechatpay else {
+        return crate::v2::refund::parse_refund_notification(&request.body, merchant).map_err(
+            |e| Box::new(Dialect::V2.rejected(401, "refund notification refused", e.to_string())),
+        );
+    };
+    let Some(v3) = &merchant.v3 else {
+        return Err(Box::new(Dialect::V3.failed(
+            "an APIv3 refund notification arrived, but APIv3 is not configured".into(),
+        )));
+    };
+    let keys = keys_for(store, v3, &headers.serial, now)
+        .await
+        .map_err(|e| Box::new(Dialect::V3.failed(e.message)))?;
+    crate::v3::refund::parse_refund_notification(
+        &headers.signed(&request.body),
+        &keys,
+        &v3.apiv3_key,
+        &merchant.mch_id,
+        now,
+    )
+    .map_err(|e| Box::new(Dialect::V3.rejected(401, "refund notification refused", e.to_string())))
+}
+
+/// `POST /api/wxpay/refund-notify`: WeChat's refund notification, APIv2 or APIv3. Success
+/// (APIv2 SUCCESS XML, APIv3 204) once what it says is stored, or was already; a failure for
+/// anything undecryptable, foreign or unknown (WeChat delivers it again).
+pub async fn notify<S, T, C, N>(
+    env: &Env<S, T, C, N, MerchantConfig>,
+    request: &Request,
+) -> (Response, NotifyOutcome)
+where
+    S: Store,
+    C: Clock,
+{
+    let merchant = &env.config;
+    let now = env.clock.now_unix();
+    let dialect = Dialect::of(request.wechatpay.as_ref());
+    let report = match receive(&env.store, merchant, request, now).await {
+        Ok(report) => report,
+        Err(answer) => return *answer,
+    };
+    let order_no = report.out_trade_no.clone();
+    let unknown = |what: &str| {
+        dialect.rejected(
+            404,
+            "refund unknown",
+            format!(
+                "{what}: out_trade_no {:?}",
+                crate::v2::api::cut_to_bytes(&order_no, 64)
+            ),
+        )
+    };
+    if !valid_out_trade_no(&order_no) || !crate::refund::valid_refund_no(&report.refund_no) {
+        return unknown("unknown order or refund");
+    }
+    let order: Option<Order> = match load_order(&env.store, &order_no).await {
+        Ok(order) => order,
+        Err(e) => return dialect.failed(e.message),
+    };
+    let Some(order) = order else {
+        return unknown("unknown order");
+    };
+    if order.mode != merchant.mode {
+        return unknown("an order of the other mode");
+    }
+    let asked: Option<RefundAsked> =
+        match read_json(&env.store, &asked_key(&order_no, &report.refund_no)).await {
+            Ok(asked) => asked,
+            Err(e) => return dialect.failed(e.message),
+        };
+    let Some(asked) = asked else {
+        return unknown("a refund this app did not ask for");
+    };
+    if report.refund_fee != asked.amount {
+        // Validly made with our key, but not this refund's amount: a person must look.
+        let alert = AlertFact {
+            at: rfc3339(now),
+            reason: format!(
+                "refund {} notified for {} fen, but {} fen was asked; not applied",
+                report.refund_no, report.refund_fee, asked.amount
+            ),
+            transaction_id: Some(report.refund_id.clone()),
+        };
+        if let Err(e) = write_json(&env.store, &alert.key(&order_no), &alert).await {
+            return dialect.failed(e.message);
+        }
+        return (
+            dialect.success(),
+            NotifyOutcome::Alerted {
+                order_no,
+                reason: alert.reason,
+                recorded: true,
+            },
+        );
+    }
+    let key = outcome_key(&order_no, &report.refund_no, report.status);
+    match env.store.get(&key).await {
+        Ok(Some(_)) => {
+            return (
+                dialect.success(),
+                NotifyOutcome::Duplicate {
+                    order_no,
+                    transaction_id: report.refund_id,
+                },
+            );
+        }
+        Ok(None) => {}
+        Err(e) => return dialect.failed(e.to_string()),
+    }
+    match write_json(&env.store, &key, &RefundOutcome::of(&report)).await {
+        Ok(()) => (
+            dialect.success(),
+            NotifyOutcome::Applied {
+                order_no,
+                transaction_id: report.refund_id,
+            },
+        ),
+        Err(e) => dialect.failed(e.message),
+    }
+}
+
+/// Whether a refusal means "busy, send the same again": SYSTEMERROR (APIv3's SYSTEM_ERROR,
+/// 429) and APIv2 refunds' BIZERR_NEED_RETRY.
+fn is_busy(code: &ErrCode) -> bool {
+    code.is_retryable() || code.as_str() == "BIZERR_NEED_RETRY"
+}
