@@ -219,6 +219,32 @@ fn reconcile_task<'w>(w: &'w World, trace: &'w RefCell<Vec<String>>) -> Task<'w>
     Box::pin(async move { Done::Reconcile(admin::handle(&env, "POST", "/reconcile", &req).await) })
 }
 
+/// A refund request (`POST /api/admin/orders/{no}/refunds`) on the stepped store.
+fn refund_task<'w>(
+    w: &'w World,
+    trace: &'w RefCell<Vec<String>>,
+    no: &'w str,
+    body: serde_json::Value,
+) -> Task<'w> {
+    let env = w.env_on(stepped(w, trace, "refund"), w.admin_env().config);
+    let req = Request::new(body.to_string()).with_bearer(ADMIN_TOKEN);
+    Box::pin(async move { Done::User(crate::flows::refunds::create(&env, &req, no).await) })
+}
+
+/// A refund notification on the stepped store.
+fn refund_notify_task<'w>(
+    w: &'w World,
+    trace: &'w RefCell<Vec<String>>,
+    body: Vec<u8>,
+    name: &'static str,
+) -> Task<'w> {
+    let env = w.env_on(stepped(w, trace, name), w.merchant.clone());
+    Box::pin(async move {
+        let (r, outcome) = crate::flows::refunds::notify(&env, &Request::new(body)).await;
+        Done::Notify(r, outcome)
+    })
+}
+
 /// A world with one order awaiting payment (2 × 19.90).
 fn awaiting() -> (World, String) {
     let w = World::new();
@@ -389,6 +415,51 @@ fn v3_notify_x_notify() {
                 .all(|d| matches!(d, Done::Notify(r, _) if r.status == 204))
         );
         assert_eq!(w.store.order(no).unwrap().status, Status::Paid);
+    });
+    assert!(n >= 2, "{n} schedules");
+}
+
+/// A refund whose reply was lost, sent again by a retried request, while WeChat's SUCCESS
+/// notification for it arrives: in every order, one refund at WeChat and the refund SUCCESS at
+/// the end (a PROCESSING fact written after the SUCCESS one never reverts it).
+#[test]
+fn refund_resend_x_refund_notification() {
+    let scenario = Scenario {
+        setup: || {
+            let (w, no) = paid_at_wechat();
+            let (r, _) = w.notify(&wechat_notification(&w, &no));
+            assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+            for _ in 0..2 {
+                w.wx.fault(crate::v2::refund::REFUND_PATH, Fault::Timeout);
+            }
+            let req = Request::new(r#"{"amount":3980,"refund_no":"R1"}"#).with_bearer(ADMIN_TOKEN);
+            let r = block_on(crate::flows::refunds::create(&w.admin_env(), &req, &no));
+            assert_eq!(r.status, 503, "{r:?}");
+            (w, no)
+        },
+        handlers: |w, no, trace| {
+            let body = super::refunds::v2_refund_notification(&w.merchant, no, "R1", 3980);
+            vec![
+                refund_task(
+                    w,
+                    trace,
+                    no,
+                    serde_json::json!({"amount": 3980, "refund_no": "R1"}),
+                ),
+                refund_notify_task(w, trace, body, "refund notify"),
+            ]
+        },
+    };
+    let n = explore(&scenario, |w, no, done| {
+        let refunds = block_on(crate::flows::refunds::load_refunds(&w.store, no)).unwrap();
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(refunds[0].status, crate::refund::RefundStatus::Success);
+        assert!(w.wx.refunds.borrow().len() <= 1);
+        for d in done {
+            if let Done::Notify(r, _) = d {
+                assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+            }
+        }
     });
     assert!(n >= 2, "{n} schedules");
 }

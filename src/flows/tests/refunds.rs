@@ -30,7 +30,12 @@ fn refunds_of(w: &World, no: &str) -> Vec<crate::refund::Refund> {
 
 /// WeChat's APIv2 refund notification: `<root>` encrypted into `req_info` with the merchant's
 /// API key, in the outer `<xml>` (no `sign`).
-fn v2_refund_notification(m: &MerchantConfig, no: &str, refund_no: &str, fee: u64) -> Vec<u8> {
+pub(super) fn v2_refund_notification(
+    m: &MerchantConfig,
+    no: &str,
+    refund_no: &str,
+    fee: u64,
+) -> Vec<u8> {
     let plain = format!(
         "<root><out_refund_no><![CDATA[{refund_no}]]></out_refund_no>\
          <out_trade_no><![CDATA[{no}]]></out_trade_no>\
