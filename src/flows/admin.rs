@@ -397,6 +397,16 @@ where
             report.errors.push(line);
         }
     };
+    // Platform-certificate mode: the list is fetched on every run, so that a new certificate
+    // reaches the store — where the notify route, which holds no key to fetch it, reads it —
+    // even when no order or poll meets it first.
+    if let Err(e) = wechat::Wechat::new(env, &env.config.merchant)
+        .refresh_platform_certificates()
+        .await
+        && report.errors.len() < MAX_LISTED_ERRORS
+    {
+        report.errors.push(format!("platform certificates: {e}"));
+    }
     let mut last_looked_at = None;
     for order_no in in_cursor_order(numbers, cursor.as_deref()) {
         let now = env.clock.now_unix();

@@ -530,6 +530,17 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         }
     }
 
+    /// In APIv3 platform-certificate mode, fetches and stores the certificates now (reconcile,
+    /// each run); nothing to do otherwise.
+    pub async fn refresh_platform_certificates(&self) -> Result<(), WechatError> {
+        match self.v3() {
+            Some(v3) if matches!(v3.verification, WechatVerification::PlatformCertificates) => {
+                self.refresh_certificates(v3).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// `GET /v3/certificates`: the reply is verified with a certificate it lists (the bootstrap)
     /// or one already stored, then every valid certificate is stored by its serial (the same
     /// bytes from every instance: concurrent refreshes cannot lose one).

@@ -527,6 +527,25 @@ fn a_serial_still_unknown_after_the_refresh_is_refused() {
 }
 
 #[test]
+fn reconcile_fetches_platform_certificates_for_the_notify_route() {
+    // WeChat rotated before any order met the new certificate: reconcile stores it, and the
+    // notify route (which cannot fetch) verifies a notification signed with it.
+    let w = certificate_world(V3Signer::platform());
+    let (no, _) = create_v3(&w);
+    w.wx.v3_listed.borrow_mut().push(V3Signer::ROTATED_CERT);
+    *w.wx.v3_signer.borrow_mut() = V3Signer::rotated();
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(w.wx.sent_to(V3_CERTIFICATES).len(), 2);
+    let (r, _) = w.notify_request(&V3Notification::default().request(&w, &no, |_| {}));
+    assert_eq!(r.status, 204, "{r:?}");
+    // In public-key mode there is nothing to fetch.
+    let w = v3_world(public_key_mode());
+    w.admin("POST", "/api/admin/reconcile", Value::Null);
+    assert!(w.wx.sent_to(V3_CERTIFICATES).is_empty());
+}
+
+#[test]
 fn reconcile_closes_an_expired_v3_order_and_settles_a_paid_one() {
     let w = v3_world(public_key_mode());
     let (open, _) = create_v3(&w);
