@@ -6,6 +6,9 @@
 //! - Every route once in live mode against the tests' fake WeChat (`wxpay_mch_api` / `wx_api`
 //!   pointed at it), each with a request body, plus a HEAD request; every response's
 //!   `content-length` matches its body.
+//! - The APIv3 routes in live mode against the fake WeChat Pay APIv3 (`app/fake_v3.rs`): the
+//!   signed `Authorization` out, the `Wechatpay-*` reply headers in, a notification's
+//!   `Wechatpay-*` headers through Spin to the notify component.
 //! - The mini-program example's request sequence (`examples/miniprogram`), in simulator mode.
 //! - The `spin-*` headers Spin gives the fixture component, compared with the embedded test
 //!   host's for the same requests.
@@ -17,6 +20,10 @@
 #[path = "app/support.rs"]
 #[allow(dead_code)]
 mod support;
+
+#[path = "app/fake_v3.rs"]
+#[allow(dead_code)]
+mod fake_v3;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -161,6 +168,115 @@ async fn readme_quickstart_word_for_word() {
         assert!(up.output().contains("NO REAL PAYMENT"), "{}", up.output());
         assert_clean_output(&up);
     }
+}
+
+// ---- APIv3 in live mode ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v3_route_in_live_mode() {
+    use fake_v3::{FakeWechatV3, KeyMode, live_v3_variables};
+    let Some(spin) = spin_or_skip("every_v3_route_in_live_mode") else {
+        return;
+    };
+    let wechat = FakeWechatV3::start(KeyMode::PublicKey).await;
+    let variables = live_v3_variables(&wechat, KeyMode::PublicKey);
+    let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let up = up(&spin, &variables).await;
+    let call = async |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
+        let res = up
+            .request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", up.output()));
+        assert_fixed_length(&res, &format!("{method} {path}"));
+        res
+    };
+    let health = call("GET", "/api/health", &[], String::new()).await;
+    assert_eq!(health.json()["config_ok"], true, "{}", health.text());
+    assert_eq!(health.json()["api_version"], "v3");
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let tea = json!({"name": "Tea", "price": 199}).to_string();
+    let put = call(
+        "PUT",
+        "/api/admin/products/tea",
+        &[("authorization", &admin), JSON_TYPE],
+        tea,
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let login = call(
+        "POST",
+        "/api/login",
+        &[JSON_TYPE],
+        json!({"code": "u-vera-1"}).to_string(),
+    )
+    .await;
+    let token = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    let user = ("authorization", token.as_str());
+    let order = json!({"sku": "tea", "quantity": 1}).to_string();
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let created = call("POST", "/api/orders", &[user, JSON_TYPE], order.clone()).await;
+        assert_eq!(created.status, 201, "{}\n{}", created.text(), up.output());
+        let body = created.json();
+        assert_eq!(body["pay_params"]["signType"], "RSA");
+        let no = body["order"]["order_no"].as_str().unwrap().to_owned();
+        let again = call(
+            "POST",
+            &format!("/api/orders/{no}/pay-params"),
+            &[user],
+            String::new(),
+        )
+        .await;
+        assert_eq!(
+            again.json(),
+            body["pay_params"],
+            "re-sign hands back the stored params"
+        );
+        orders.push(no);
+    }
+    // A status poll asks WeChat (a signed GET, once per 5 s); its signed answer (the
+    // `Wechatpay-*` reply headers) is read through Spin.
+    wechat.pay(&orders[0]);
+    let polled = call(
+        "GET",
+        &format!("/api/orders/{}", orders[0]),
+        &[user],
+        String::new(),
+    )
+    .await;
+    assert_eq!(
+        polled.json()["status"],
+        "PAID",
+        "{}\n{}",
+        polled.text(),
+        up.output()
+    );
+    // A notification's Wechatpay-* headers reach the notify component through Spin.
+    let (body, signature) = wechat.notification(&orders[1], "transaction", 0, |_| {});
+    let headers = signature.to_headers();
+    let mut wire: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    wire.push(JSON_TYPE);
+    let tampered = call(
+        "POST",
+        "/api/wxpay/notify",
+        &wire,
+        body.replace("EV-1", "EV-2"),
+    )
+    .await;
+    assert_eq!(tampered.status, 401, "{}", tampered.text());
+    let notified = call("POST", "/api/wxpay/notify", &wire, body).await;
+    assert_eq!(notified.status, 204, "{}\n{}", notified.text(), up.output());
+    assert!(notified.body.is_empty());
+    let paid = call(
+        "GET",
+        &format!("/api/orders/{}", orders[1]),
+        &[user],
+        String::new(),
+    )
+    .await;
+    assert_eq!(paid.json()["status"], "PAID");
+    wechat.assert_all_requests_verified();
+    assert_clean_output(&up);
 }
 
 // ---- Every route in live mode ---------------------------------------------------------------------
