@@ -170,6 +170,22 @@ async fn readme_quickstart_word_for_word() {
     }
 }
 
+/// One request to `up` that must be answered, with a `content-length` that matches its body.
+async fn checked_request(
+    up: &SpinUp,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> WireResponse {
+    let res = up
+        .request(method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", up.output()));
+    assert_fixed_length(&res, &format!("{method} {path}"));
+    res
+}
+
 // ---- APIv3 in live mode ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,12 +199,7 @@ async fn every_v3_route_in_live_mode() {
     let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let up = up(&spin, &variables).await;
     let call = async |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
-        let res = up
-            .request(method, path, headers, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", up.output()));
-        assert_fixed_length(&res, &format!("{method} {path}"));
-        res
+        checked_request(&up, method, path, headers, body).await
     };
     let health = call("GET", "/api/health", &[], String::new()).await;
     assert_eq!(health.json()["config_ok"], true, "{}", health.text());
@@ -321,12 +332,7 @@ async fn every_route(spin: &std::path::Path, sign_type: SignType) {
     let admin = ("authorization", admin.as_str());
     // Every request carries a body (routes that take none ignore it).
     let call = async |method: &str, path: &str, headers: &[(&str, &str)], body: String| {
-        let res = up
-            .request(method, path, headers, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}\n{}", up.output()));
-        assert_fixed_length(&res, &format!("{method} {path}"));
-        res
+        checked_request(&up, method, path, headers, body).await
     };
     let ignored = json!({"ignored": true}).to_string();
 
