@@ -78,6 +78,9 @@ pub const DEFAULT_WX_API: &str = "https://api.weixin.qq.com";
 pub const SIM_BASE: &str = "http://self.alt/_sim";
 /// The notify route as the simulator addresses it (delivered in-process, `crate::sim::link`).
 pub const SIM_NOTIFY_URL: &str = "https://self.alt/api/wxpay/notify";
+/// The refund-notify route as the simulator addresses it ([`MerchantConfig::refund_notify_url`]
+/// of the simulator merchant).
+pub const SIM_REFUND_NOTIFY_URL: &str = "https://self.alt/api/wxpay/refund-notify";
 /// The appid of WeChat's public APIv2 examples (PROTOCOL.md S1).
 pub const SIM_APPID: &str = "wxd930ea5d5a258f4f";
 /// The merchant id of WeChat's public APIv2 examples (PROTOCOL.md S1).
@@ -778,6 +781,15 @@ impl MerchantConfig {
         join(&self.mch_api, path)
     }
 
+    /// Where WeChat delivers refund notifications: the notify URL with its last path segment
+    /// `notify` turned into `refund-notify` (`…/api/wxpay/notify` → `…/api/wxpay/refund-notify`),
+    /// or none (WeChat then uses the URL set on the merchant platform) when it does not end so.
+    pub fn refund_notify_url(&self) -> Option<String> {
+        self.notify_url
+            .strip_suffix("/notify")
+            .map(|base| format!("{base}/refund-notify"))
+    }
+
     /// The APIv2 key, or why there is none (APIv3 without `wxpay_api_key`).
     pub fn v2_key(&self) -> Result<&Secret, NoV2Key> {
         self.api_key.as_ref().ok_or(NoV2Key)
@@ -1165,6 +1177,18 @@ mod tests {
         ] {
             assert_eq!(target(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn refund_notifications_go_beside_the_notify_route() {
+        let mut merchant =
+            MerchantConfig::simulator_for(SignType::Md5, ApiVersion::V2, Signing::Signs);
+        assert_eq!(
+            merchant.refund_notify_url().as_deref(),
+            Some(SIM_REFUND_NOTIFY_URL)
+        );
+        merchant.notify_url = "https://shop.example.com/pay/wechat-callback".into();
+        assert_eq!(merchant.refund_notify_url(), None);
     }
 
     const LIVE_API_KEY: &str = "Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0Kk";

@@ -302,8 +302,9 @@ where
         }
     };
     let wechat = Wechat::new(env, merchant);
+    let refund_notify_url = merchant.refund_notify_url();
     let prepared = wechat
-        .prepare_refund(&order, &asked, None)
+        .prepare_refund(&order, &asked, refund_notify_url.as_deref())
         .map_err(|e| ApiError::new(500, "internal", format!("cannot build the refund: {e}")))?;
     let mut refund = Refund {
         refund_no: asked.refund_no.clone(),
