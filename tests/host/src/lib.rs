@@ -14,8 +14,10 @@
 //! | `spin:variables@3.0.0`, `[variables]`, `SPIN_VARIABLE_*` overrides | `variables` |
 //! | `spin:key-value@3.0.0`, `key_value_stores` | [`kv`] |
 //! | `wasi:http` client, `allowed_outbound_hosts`, `self` requests | `outbound` |
+//! | `--runtime-config-file`: `[key_value_store.<label>]`, `[[client_tls]]` (mTLS) | [`tls`], [`TestAppBuilder::runtime_config_file`] |
 //! | guest stdout / stderr | `logs` |
 //! | (for tests) a local fake HTTP server | [`fake`] |
+//! | (for tests) an HTTPS fake requiring a client certificate, a throw-away PKI | [`tls`] |
 //! | (for tests) the released Spin CLI itself, to check the app and this host against it | [`real_spin`] |
 //!
 //! Each module's documentation says what it imitates and where it is simplified. The WASIp3
@@ -50,6 +52,7 @@ mod manifest;
 mod outbound;
 pub mod real_spin;
 mod router;
+pub mod tls;
 mod variables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -206,6 +209,7 @@ pub struct TestAppBuilder {
     build: bool,
     echo: bool,
     listen: SocketAddr,
+    runtime_config: Option<PathBuf>,
 }
 
 impl TestAppBuilder {
@@ -235,6 +239,16 @@ impl TestAppBuilder {
     /// `[key_value_store.<label>]` would).
     pub fn key_value_store(mut self, label: &str) -> Self {
         self.kv_labels.insert(label.to_owned());
+        self
+    }
+
+    /// Reads a runtime config file, as `spin up --runtime-config-file <path>` does:
+    /// `[key_value_store.<label>]` tables configure store labels (every store is in memory
+    /// here, whatever its `type`), `[[client_tls]]` entries the client TLS of outbound
+    /// `https://` (see [`tls`]), with relative paths resolved against the file's directory.
+    /// Any other key fails `start()` (this host supports no other runtime config).
+    pub fn runtime_config_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.runtime_config = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -290,7 +304,12 @@ impl TestAppBuilder {
             tokio::task::spawn_blocking(move || build_app::build_once(&manifest)).await??;
         }
         let app_values = variables::resolve_app_variables(&manifest.variables, &self.overrides)?;
-        let kv = kv::KvStores::new(self.kv_labels.iter().cloned());
+        let mut kv_labels = self.kv_labels.clone();
+        let client_tls = match &self.runtime_config {
+            None => tls::ClientTlsConfigs::default(),
+            Some(path) => read_runtime_config(path, &mut kv_labels)?,
+        };
+        let kv = kv::KvStores::new(kv_labels.into_iter());
         let resolver = SourceResolver::new(&manifest.dir, uses_cargo)?;
 
         // Like Spin: every component's store labels must be configured...
@@ -319,7 +338,8 @@ impl TestAppBuilder {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let allowed_hosts = outbound::AllowedHosts::parse(&hosts)
-                .with_context(|| format!("component {id:?}"))?;
+                .with_context(|| format!("component {id:?}"))?
+                .with_client_tls(client_tls.for_component(id));
             let source = resolver.resolve(&manifest.dir, decl.source_path(id)?);
             let component = {
                 let source = source.clone();
@@ -351,6 +371,36 @@ impl TestAppBuilder {
         )?;
         Ok(TestApp { inner })
     }
+}
+
+/// Reads a runtime config file: its `[key_value_store.<label>]` labels into `kv_labels`, and
+/// its `[[client_tls]]` entries (paths relative to the file's directory, as in Spin).
+fn read_runtime_config(
+    path: &Path,
+    kv_labels: &mut BTreeSet<String>,
+) -> anyhow::Result<tls::ClientTlsConfigs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read runtime config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("failed to parse runtime config file {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut client_tls = tls::ClientTlsConfigs::default();
+    for (key, value) in &table {
+        match key.as_str() {
+            "key_value_store" => {
+                let stores = value
+                    .as_table()
+                    .context("runtime config: key_value_store must be a table")?;
+                kv_labels.extend(stores.keys().cloned());
+            }
+            "client_tls" => client_tls = tls::ClientTlsConfigs::from_toml(value, dir)?,
+            other => bail!(
+                "runtime config {}: {other:?} is not supported by spin-test-host",
+                path.display()
+            ),
+        }
+    }
+    Ok(client_tls)
 }
 
 /// Finds a relative manifest path from the current directory or any of its ancestors, so
@@ -404,6 +454,7 @@ impl TestApp {
             build: true,
             echo: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            runtime_config: None,
         }
     }
 

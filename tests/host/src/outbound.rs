@@ -21,12 +21,17 @@
 //!   honoured (Spin's default of 600 s each otherwise); a connect timeout is
 //!   `connection-timeout`, a first-byte or between-bytes timeout `connection-read-timeout`.
 //!
-//! Simplified: only plain `http://` is sent over the network (fakes on 127.0.0.1); `https://`
-//! to a real host fails with `internal-error("spin-test-host: https is not supported ...")`
-//! after the permission check, so permission tests still see Spin's answer. Service chaining
-//! (`*.spin.internal`) is not supported. Note that with Wasmtime 44's WASIp3 `wasi:http`, a URL
-//! without an authority fails in the runtime (`HTTP-request-URI-invalid`) before any host hook
-//! runs: WASIp3 guests must use `http://self.alt/...` for self requests (as they must on Spin 4).
+//! - `https://` uses the runtime config's `[[client_tls]]` for the calling component and the
+//!   URL's host (its roots and client certificate, [`crate::tls`]); a failed handshake is
+//!   `TLS-protocol-error`, as in Spin.
+//!
+//! Simplified: requests go out over HTTP/1.1 only, one new connection each (no pooling); an
+//! `https://` connection trusts only `ca_roots_file` roots (the platform and webpki roots are not
+//! loaded: the tests talk to local fakes only), so `https://` to a host with no such entry fails
+//! the handshake and the host prints why. Service chaining (`*.spin.internal`) is not
+//! supported. Note that with Wasmtime 44's WASIp3 `wasi:http`, a URL without an authority fails
+//! in the runtime (`HTTP-request-URI-invalid`) before any host hook runs: WASIp3 guests must use
+//! `http://self.alt/...` for self requests (as they must on Spin 4).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -46,6 +51,7 @@ use wasmtime_wasi_http::p3::bindings::http::types::{DnsErrorPayload, ErrorCode};
 use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks};
 
 use crate::app::AppInner;
+use crate::tls::{ComponentTls, HostTls};
 
 /// Spin's default for each of the connect / first-byte / between-bytes timeouts.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -77,9 +83,9 @@ enum PortRule {
     Range(u16, u32),
 }
 
-/// A component's outbound permissions.
+/// A component's outbound permissions, and the client TLS configs its `https://` requests use.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AllowedHosts(Vec<AllowedHost>);
+pub(crate) struct AllowedHosts(Vec<AllowedHost>, ComponentTls);
 
 fn well_known_port(scheme: &str) -> Option<u16> {
     match scheme {
@@ -267,7 +273,13 @@ impl AllowedHosts {
             .iter()
             .map(|e| AllowedHost::parse(e).with_context(|| format!("allowed_outbound_hosts {e:?}")))
             .collect::<anyhow::Result<_>>()
-            .map(Self)
+            .map(|hosts| Self(hosts, ComponentTls::default()))
+    }
+
+    /// The component's `[[client_tls]]` configs (default: none, Spin's defaults apply).
+    pub(crate) fn with_client_tls(mut self, tls: ComponentTls) -> Self {
+        self.1 = tls;
+        self
     }
 
     /// Whether an absolute URL may be requested.
@@ -311,6 +323,7 @@ impl WasiHttpHooks for OutboundHooks {
         let app = self.app.clone();
         Box::new(async move {
             let done: IoFuture = Box::new(async { Ok(()) });
+            let client_tls = allowed.1.clone();
             let uri = request.uri().clone();
             let is_self = match uri.authority() {
                 Some(authority) => authority.host() == "self.alt" || authority.host().is_empty(),
@@ -346,13 +359,20 @@ impl WasiHttpHooks for OutboundHooks {
                 }
                 return Err(ErrorCode::HttpRequestUriInvalid.into());
             }
-            if uri.scheme_str() != Some("http") {
-                return Err(ErrorCode::InternalError(Some(format!(
-                    "spin-test-host: https is not supported (request to {}); point the origin at a plain-http fake", uri.authority().map_or("", |a| a.as_str())
-                )))
-                .into());
-            }
-            let response = send_plain_http(request, options.unwrap_or_default()).await?;
+            let tls = match uri.scheme_str() {
+                Some("http") => None,
+                Some("https") => {
+                    let host = uri.host().unwrap_or_default();
+                    Some((client_tls.for_host(host).clone(), component))
+                }
+                other => {
+                    return Err(ErrorCode::InternalError(Some(format!(
+                        "spin-test-host: scheme {other:?} is not supported"
+                    )))
+                    .into());
+                }
+            };
+            let response = send_http(request, options.unwrap_or_default(), tls).await?;
             Ok((response, done))
         })
     }
@@ -365,10 +385,12 @@ fn dns_error(rcode: &str) -> ErrorCode {
     })
 }
 
-/// Sends a plain HTTP/1.1 request, honouring the guest's timeouts.
-async fn send_plain_http(
+/// Sends an HTTP/1.1 request, over TLS with `tls` (the host's config and the calling
+/// component), honouring the guest's timeouts.
+async fn send_http(
     mut request: http::Request<HttpBody>,
     options: RequestOptions,
+    tls: Option<(HostTls, Arc<str>)>,
 ) -> Result<http::Response<HttpBody>, ErrorCode> {
     let connect_timeout = options.connect_timeout.unwrap_or(DEFAULT_TIMEOUT);
     let first_byte_timeout = options.first_byte_timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -378,11 +400,13 @@ async fn send_plain_http(
         .uri()
         .authority()
         .ok_or(ErrorCode::HttpRequestUriInvalid)?;
+    let default_port = if tls.is_some() { 443 } else { 80 };
     let addr = format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(default_port)
     );
+    let host = authority.host().to_owned();
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(&addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) if e.to_string().contains("failed to lookup address") => {
@@ -391,7 +415,28 @@ async fn send_plain_http(
         Ok(Err(_)) => return Err(ErrorCode::ConnectionRefused),
         Err(_) => return Err(ErrorCode::ConnectionTimeout),
     };
-    let io = wasmtime_wasi_http::io::TokioIo::new(stream);
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(stream),
+        Some((tls, component)) => {
+            // Spin: `ServerName::try_from(uri.host())`, any handshake error is
+            // `TlsProtocolError`.
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| dns_error("invalid dns name"))?;
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            match tokio::time::timeout(connect_timeout, connector.connect(name, stream)).await {
+                Err(_) => return Err(ErrorCode::ConnectionTimeout),
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    let why = tls.note.map(|n| format!(" ({n})")).unwrap_or_default();
+                    eprintln!(
+                        "[spin-test-host] {component}: TLS handshake with {host} failed: {e}{why}"
+                    );
+                    return Err(ErrorCode::TlsProtocolError);
+                }
+            }
+        }
+    };
+    let io = wasmtime_wasi_http::io::TokioIo::new(io);
     let (mut sender, conn) = tokio::time::timeout(
         connect_timeout,
         hyper::client::conn::http1::Builder::new().handshake(io),
@@ -423,6 +468,10 @@ async fn send_plain_http(
         .boxed_unsync()
     }))
 }
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// A response body that fails with `connection-read-timeout` when no frame arrives in time.
 struct BetweenBytesTimeout {
