@@ -91,6 +91,10 @@ pub struct Refund {
     /// Unix seconds WeChat says the refund ended (SUCCESS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_at: Option<u64>,
+    /// Whether its request cleared it against the order's other refunds (so it may be sent to
+    /// WeChat), or WeChat reported on it. An uncleared refund is still being checked, or its
+    /// request stopped between recording and checking it; it holds its money all the same.
+    pub cleared: bool,
 }
 
 /// Whether `no` is a refund number WeChat accepts.
@@ -258,7 +262,17 @@ pub struct RefundReport {
 // |---|---|---|
 // | `order:{no}:refund:{refund_no}` | the refund as asked for ([`RefundAsked`]) | the admin refund route, once, before WeChat is called |
 // | `order:{no}:refund:{refund_no}:{STATUS}` | WeChat said the refund is `STATUS` ([`RefundOutcome`]) | the refund reply (PROCESSING), the refund notification, a refund query |
+// | `order:{no}:refund:{refund_no}:CLEARED` | the refund fits beside every other refund its request saw after recording it; only now may it be sent | the admin refund route, once |
+// | `order:{no}:refund:{refund_no}:REFUSED` | it did not fit ([`RefundRefused`]); it is never sent and holds nothing | the admin refund route, once |
 // | `order:{no}:refunds` | the order has refunds (so that the user's view lists refund keys only then) | the admin refund route |
+//
+// Without compare-and-swap two requests can pass a check on what they read and both write. So
+// a request records its refund first, then reads every refund of the order again and checks
+// the rules against all of them: of two concurrent refunds, the one recorded later sees the
+// other (its read follows both writes), so no set of sent refunds exceeds the paid total, and
+// two refunds within a minute never both go out (both may be refused; the admin retries).
+// Exactly one of CLEARED and REFUSED is written for a refund, by the request that recorded it;
+// a retried request only re-sends a CLEARED one.
 
 /// `order:{no}:refund:` — the prefix of an order's refund keys.
 pub fn refund_prefix(order_no: &str) -> String {
@@ -274,6 +288,25 @@ pub fn asked_key(order_no: &str, refund_no: &str) -> String {
 /// from WeChat's report alone (the same bytes from every source) and never rewritten.
 pub fn outcome_key(order_no: &str, refund_no: &str, status: RefundStatus) -> String {
     format!("{}:{}", asked_key(order_no, refund_no), status.as_str())
+}
+
+/// `order:{no}:refund:{refund_no}:CLEARED`: the refund passed the rules after it was recorded.
+pub fn cleared_key(order_no: &str, refund_no: &str) -> String {
+    format!("{}:CLEARED", asked_key(order_no, refund_no))
+}
+
+/// `order:{no}:refund:{refund_no}:REFUSED`: the refund failed the rules after it was recorded
+/// ([`RefundRefused`]).
+pub fn refused_key(order_no: &str, refund_no: &str) -> String {
+    format!("{}:REFUSED", asked_key(order_no, refund_no))
+}
+
+/// Why a recorded refund was refused before WeChat was asked (the refusal's message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRefused {
+    pub message: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 /// `order:{no}:refunds`: set once an order has a refund.
@@ -327,8 +360,10 @@ fn rank(status: RefundStatus) -> u8 {
 
 /// An order's refunds from its refund keys (`(key, bytes)` pairs under [`refund_prefix`]):
 /// each asked refund with the strongest status it has a fact for, sorted by when it was asked.
-/// An unreadable record is skipped (and reported by the caller's other reads).
+/// A refund refused before WeChat was asked is not one. An unreadable record is skipped (and
+/// reported by the caller's other reads).
 pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund> {
+    let has = |key: String| entries.iter().any(|(k, _)| *k == key);
     let prefix = refund_prefix(order_no);
     let mut refunds: Vec<Refund> = entries
         .iter()
@@ -345,9 +380,11 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
             refund_id: None,
             requested_at: asked.requested_at,
             settled_at: None,
+            cleared: false,
         })
         .collect();
     for refund in &mut refunds {
+        refund.cleared = has(cleared_key(order_no, &refund.refund_no));
         for status in [
             RefundStatus::Processing,
             RefundStatus::Abnormal,
@@ -362,6 +399,7 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
             else {
                 continue;
             };
+            refund.cleared = true;
             if rank(status) >= rank(refund.status) {
                 refund.status = status;
             }
@@ -373,6 +411,7 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
             }
         }
     }
+    refunds.retain(|r| r.cleared || !has(refused_key(order_no, &r.refund_no)));
     refunds.sort_by(|a, b| (a.requested_at, &a.refund_no).cmp(&(b.requested_at, &b.refund_no)));
     refunds
 }
@@ -424,6 +463,7 @@ mod tests {
             refund_id: None,
             requested_at: at,
             settled_at: None,
+            cleared: true,
         }
     }
 
@@ -541,6 +581,12 @@ mod tests {
             outcome("r1", RefundStatus::Processing, None),
             outcome("r2", RefundStatus::Closed, None),
             asked("r3", 100, 30),
+            (cleared_key(no, "r3"), b"{}".to_vec()),
+            // Refused after it was recorded: not a refund.
+            asked("r4", 100, 40),
+            (refused_key(no, "r4"), b"{}".to_vec()),
+            // Recorded, not yet checked: it holds its money.
+            asked("r5", 100, 50),
             // Another order's refund and unrelated facts are not this order's.
             (
                 asked_key("20240501080000bbbbbbbbbbbb", "r9"),
@@ -557,6 +603,7 @@ mod tests {
                 refund_id: Some("5000r1".into()),
                 requested_at: 10,
                 settled_at: Some(99),
+                cleared: true,
             },
             Refund {
                 refund_no: "r2".into(),
@@ -566,6 +613,7 @@ mod tests {
                 refund_id: Some("5000r2".into()),
                 requested_at: 20,
                 settled_at: None,
+                cleared: true,
             },
             Refund {
                 refund_no: "r3".into(),
@@ -575,6 +623,17 @@ mod tests {
                 refund_id: None,
                 requested_at: 30,
                 settled_at: None,
+                cleared: true,
+            },
+            Refund {
+                refund_no: "r5".into(),
+                amount: Fen(100),
+                reason: None,
+                status: RefundStatus::Processing,
+                refund_id: None,
+                requested_at: 50,
+                settled_at: None,
+                cleared: false,
             },
         ];
         assert_eq!(refunds_from(no, &entries), expected);

@@ -25,8 +25,9 @@ use crate::ledger::AlertFact;
 use crate::money::Fen;
 use crate::order::{Order, valid_out_trade_no};
 use crate::refund::{
-    Refund, RefundAsk, RefundAsked, RefundOutcome, RefundOutcomeReport, RefundReport, RefundStatus,
-    asked_key, check_new_refund, marker_key, outcome_key, refund_prefix, refunds_from,
+    Refund, RefundAsk, RefundAsked, RefundOutcome, RefundOutcomeReport, RefundRefusal,
+    RefundRefused, RefundReport, RefundStatus, asked_key, check_new_refund, cleared_key,
+    marker_key, outcome_key, refund_prefix, refunds_from, refused_key,
 };
 use crate::time::rfc3339;
 use crate::v2::api::{ErrCode, ReplyError};
@@ -268,38 +269,27 @@ where
         Some(r) if r.refund_id.is_some() || r.status != RefundStatus::Processing => {
             return Ok(Response::json(200, &RefundView::from(r)));
         }
-        // Recorded, never confirmed: the same refund is sent again.
+        // Its own request is still checking it (or stopped before it could): only that
+        // request may clear it for WeChat.
+        Some(r) if !r.cleared => {
+            return Err(ApiError::new(
+                503,
+                "refund_being_checked",
+                format!(
+                    "the refund {} is recorded but not yet checked against the order's other \
+                     refunds; retry in a few seconds",
+                    quote(&r.refund_no)
+                ),
+            ));
+        }
+        // Cleared, never confirmed: the same refund is sent again.
         Some(r) => RefundAsked {
             refund_no: r.refund_no.clone(),
             amount: r.amount,
             reason: r.reason.clone(),
             requested_at: r.requested_at,
         },
-        None => {
-            let ask = RefundAsk {
-                refund_no: &refund_no,
-                amount: input.amount,
-                reason: input.reason.as_deref(),
-            };
-            check_new_refund(&order, &refunds, &ask, now).map_err(|refusal| {
-                let (status, code) = refusal.status_and_code();
-                ApiError::new(status, code, refusal.to_string())
-            })?;
-            let asked = RefundAsked {
-                refund_no: refund_no.clone(),
-                amount: input.amount,
-                reason: input.reason.clone(),
-                requested_at: now,
-            };
-            // Recorded before WeChat hears of it: a crash or a timeout leaves a PROCESSING
-            // refund holding its money, which a retry or reconcile settles.
-            write_json(&env.store, &asked_key(order_no, &refund_no), &asked).await?;
-            env.store
-                .set(&marker_key(order_no), b"1")
-                .await
-                .map_err(|e| store_unavailable(&e))?;
-            asked
-        }
+        None => record_and_check(env, &order, &refunds, &input, &refund_no, now).await?,
     };
     let wechat = Wechat::new(env, merchant);
     let refund_notify_url = merchant.refund_notify_url();
@@ -314,6 +304,7 @@ where
         refund_id: None,
         requested_at: asked.requested_at,
         settled_at: None,
+        cleared: true,
     };
     match call_refund(&wechat, &env.clock, &prepared, &refund_no).await {
         RefundCall::Accepted(report) => {
@@ -345,6 +336,84 @@ where
         }
         RefundCall::Unanswered(e) => Err(e),
     }
+}
+
+/// Records a new refund, then checks it against every refund of the order recorded by then
+/// (docs/RELIABILITY.md "Refunds": of two concurrent requests the later-recorded one sees the
+/// other) and marks it CLEARED for WeChat or REFUSED. A request the rules refuse on a first
+/// read records nothing, so the same `refund_no` can be asked again later.
+async fn record_and_check<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    order: &Order,
+    refunds: &[Refund],
+    input: &RefundInput,
+    refund_no: &str,
+    now: u64,
+) -> Result<RefundAsked, ApiError>
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let order_no = &order.order_no;
+    let refused: Option<RefundRefused> =
+        read_json(&env.store, &refused_key(order_no, refund_no)).await?;
+    if let Some(refused) = refused {
+        return Err(ApiError::new(
+            409,
+            "refund_no_refused",
+            format!(
+                "refund_no {} was refused and never sent ({}); ask again with a new refund_no",
+                quote(refund_no),
+                refused.message
+            ),
+        ));
+    }
+    let ask = RefundAsk {
+        refund_no,
+        amount: input.amount,
+        reason: input.reason.as_deref(),
+    };
+    let refusal = |refusal: RefundRefusal| {
+        let (status, code) = refusal.status_and_code();
+        ApiError::new(status, code, refusal.to_string())
+    };
+    check_new_refund(order, refunds, &ask, now).map_err(refusal)?;
+    let asked = RefundAsked {
+        refund_no: refund_no.to_owned(),
+        amount: input.amount,
+        reason: input.reason.clone(),
+        requested_at: now,
+    };
+    // Recorded before WeChat hears of it: a crash or a timeout leaves a PROCESSING refund
+    // holding its money, which a retry or reconcile settles.
+    write_json(&env.store, &asked_key(order_no, refund_no), &asked).await?;
+    env.store
+        .set(&marker_key(order_no), b"1")
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    let others: Vec<Refund> = load_refunds(&env.store, order_no)
+        .await?
+        .into_iter()
+        .filter(|r| r.refund_no != refund_no)
+        .collect();
+    if let Err(e) = check_new_refund(order, &others, &ask, now) {
+        let refused = RefundRefused {
+            message: e.to_string(),
+            at: now,
+        };
+        write_json(&env.store, &refused_key(order_no, refund_no), &refused).await?;
+        let mut error = refusal(e);
+        error.message = format!(
+            "{} (a concurrent refund of this order got in first; refund_no {} was not sent)",
+            error.message,
+            quote(refund_no)
+        );
+        return Err(error);
+    }
+    write_json(&env.store, &cleared_key(order_no, refund_no), &now).await?;
+    Ok(asked)
 }
 
 /// Reads and authenticates a refund notification in its dialect.

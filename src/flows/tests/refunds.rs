@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::flows::refunds as refund_flows;
-use crate::refund::{RefundStatus, marker_key};
+use crate::refund::{RefundStatus, asked_key, marker_key};
 use crate::v2::refund::{REFUND_PATH, encrypt_req_info};
 
 /// An order of 3980 fen, paid (WeChat's trade SUCCESS, the notification applied).
@@ -194,6 +194,49 @@ fn a_refused_refund_holds_no_money() {
         refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"})).status,
         201
     );
+}
+
+/// A refund recorded by a request that has not (yet) checked it is never sent by another
+/// request; one refused after it was recorded (it lost a race) keeps its number unused.
+#[test]
+fn only_the_recording_request_clears_a_refund_for_wechat() {
+    let w = World::new();
+    let no = paid(&w);
+    let asked = crate::refund::RefundAsked {
+        refund_no: "R1".into(),
+        amount: Fen(100),
+        reason: None,
+        requested_at: w.clock.now_unix(),
+    };
+    w.store
+        .data
+        .borrow_mut()
+        .insert(asked_key(&no, "R1"), serde_json::to_vec(&asked).unwrap());
+    let r = refund(&w, &no, json!({"amount": 100, "refund_no": "R1"}));
+    assert_eq!((r.status, code(&r)), (503, "refund_being_checked".into()));
+    assert!(w.wx.refunds.borrow().is_empty());
+    // Unchecked, it holds its money: nothing else fits beside it.
+    w.clock.advance(61);
+    let r = refund(&w, &no, json!({"amount": 3900, "refund_no": "R2"}));
+    assert_eq!(code(&r), "refund_exceeds_paid", "{r:?}");
+
+    let refused = crate::refund::RefundRefused {
+        message: "over".into(),
+        at: 0,
+    };
+    w.store.data.borrow_mut().insert(
+        crate::refund::refused_key(&no, "R1"),
+        serde_json::to_vec(&refused).unwrap(),
+    );
+    assert!(
+        refunds_of(&w, &no).is_empty(),
+        "a refused refund is not one"
+    );
+    let r = refund(&w, &no, json!({"amount": 100, "refund_no": "R1"}));
+    assert_eq!((r.status, code(&r)), (409, "refund_no_refused".into()));
+    assert!(w.wx.refunds.borrow().is_empty());
+    let r = refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"}));
+    assert_eq!(r.status, 201, "{r:?}");
 }
 
 #[test]
