@@ -1,14 +1,14 @@
 //! `/_sim/faults`: faults injected into the simulator's next answers, for tests and demos.
 //!
 //! - `POST /_sim/faults` `{"systemerror": n, "bad_signature": n, "timeout": n, "signtest": n,
-//!   "duplicate_notifications": n}`: sets the fields given (others keep their value); answers
-//!   the pending faults.
+//!   "duplicate_notifications": n, "notenough": n}`: sets the fields given (others keep their
+//!   value); answers the pending faults.
 //! - `GET /_sim/faults`: the pending faults. `DELETE /_sim/faults`: clears them.
 //!
 //! The first four apply to the next merchant API answers (APIv2's unifiedorder, orderquery,
-//! closeorder; APIv3's JSAPI order, query, close) to a request that is readable and correctly
-//! signed, one fault per answer, in the order `timeout`, `systemerror`, `bad_signature`,
-//! `signtest`:
+//! closeorder, refund, refundquery; APIv3's JSAPI order, query, close, refund, refund query) to
+//! a request that is readable and correctly signed, one fault per answer, in the order
+//! `timeout`, `systemerror`, `bad_signature`, `signtest`:
 //! - `systemerror`: `result_code` FAIL, `err_code` SYSTEMERROR, nothing processed (the caller is
 //!   expected to retry with identical parameters);
 //! - `bad_signature`: the request is processed, but the reply's `sign` (APIv3: its
@@ -19,9 +19,15 @@
 //!   [`TIMEOUT_DELAY`], longer than the components' first-byte timeout (4 s, see
 //!   `wxpay::spin::FIRST_BYTE_TIMEOUT`), so the caller gives up first.
 //!
-//! `duplicate_notifications: n` makes the next `/_sim/pay` deliver its notification as a burst
-//! of `n` concurrent identical copies (WeChat does send the same notification from several
-//! servers within seconds).
+//! `duplicate_notifications: n` makes the next `/_sim/pay` or `/_sim/refund` deliver its
+//! notification as a burst of `n` concurrent identical copies (WeChat does send the same
+//! notification from several servers within seconds).
+//!
+//! `notenough: n` refuses the next `n` new refunds that pass WeChat's checks (APIv2
+//! `/secapi/pay/refund`: `err_code` NOTENOUGH; APIv3 `POST /v3/refund/domestic/refunds`: 403
+//! `NOT_ENOUGH`): the merchant's balance cannot pay them. Nothing is recorded, so the same
+//! refund number may be sent again. A repeated refund number (answered with its refund) and a
+//! refund refused for another reason leave it pending.
 //!
 //! Counters are read-modify-write in KV without compare-and-swap: two concurrent requests may
 //! consume the same fault. Tests set a fault, then send one request at a time.
@@ -57,6 +63,8 @@ pub struct Faults {
     pub duplicate_notifications: u32,
     #[serde(default)]
     pub signtest: u32,
+    #[serde(default)]
+    pub notenough: u32,
 }
 
 /// The fault one merchant API answer carries.
@@ -114,7 +122,20 @@ pub async fn take_api_fault<S: Store>(store: &S) -> ApiFault {
     }
 }
 
-/// Takes the duplicate-notification burst size for the next `/_sim/pay` (1: no burst).
+/// Takes a `notenough` fault for a new refund: whether it is refused NOTENOUGH.
+pub async fn take_notenough<S: Store>(store: &S) -> bool {
+    let Ok(mut faults) = load(store).await else {
+        return false;
+    };
+    if faults.notenough == 0 {
+        return false;
+    }
+    faults.notenough -= 1;
+    save(store, &faults).await.is_ok()
+}
+
+/// Takes the duplicate-notification burst size for the next `/_sim/pay` or `/_sim/refund` (1: no
+/// burst).
 pub async fn take_duplicates<S: Store>(store: &S) -> usize {
     let Ok(mut faults) = load(store).await else {
         return 1;
@@ -161,13 +182,14 @@ pub async fn handle<S: Store>(store: &S, method: &str, body: &[u8]) -> Response 
                     "timeout" => &mut faults.timeout,
                     "duplicate_notifications" => &mut faults.duplicate_notifications,
                     "signtest" => &mut faults.signtest,
+                    "notenough" => &mut faults.notenough,
                     other => {
                         return Response::error(
                             400,
                             "unknown_fault",
                             format!(
                                 "unknown fault {other:?}; expected systemerror, bad_signature, \
-                                 timeout, signtest or duplicate_notifications"
+                                 timeout, signtest, duplicate_notifications or notenough"
                             ),
                         );
                     }

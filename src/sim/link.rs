@@ -8,13 +8,17 @@
 //!
 //! - [`SimulatorLink`]: the app → WeChat. A request to a URL under [`SIM_BASE`] is handed to the
 //!   simulator's WeChat APIs ([`super::api`]: jscode2session, APIv2's unifiedorder, orderquery,
-//!   closeorder, APIv3's JSAPI order, query and close) on the same store, and its reply comes back as the reply body. A reply that
+//!   closeorder, refund, refundquery, APIv3's JSAPI order, query, close, refund and refund
+//!   query) on the same store, and its reply comes back as the reply body. A reply that
 //!   takes longer than the network transport's first-byte timeout (the simulator's `timeout`
 //!   fault) fails with [`TransportError::Timeout`], as it does over HTTP.
-//! - [`NotifyLink`]: WeChat → the app. The simulator's notification delivery (`POST /_sim/pay`)
-//!   to [`SIM_NOTIFY_URL`] runs the notify route's flow ([`notify::notify`]) on the same store
-//!   and answers with its exact reply, so the retry schedule and duplicate bursts of
-//!   [`super::user::deliver`] work unchanged.
+//! - [`NotifyLink`]: WeChat → the app. The simulator's notification delivery runs the app's
+//!   route for the URL on the same store and answers with its exact reply, so the retry
+//!   schedule and duplicate bursts of [`super::user::deliver`] work unchanged: a payment
+//!   notification (`POST /_sim/pay`) to [`SIM_NOTIFY_URL`] runs the notify route's flow
+//!   ([`notify::notify`]), a refund notification (`POST /_sim/refund`) to
+//!   [`SIM_REFUND_NOTIFY_URL`] the refund-notify route's ([`refunds::notify`]). Any other URL
+//!   is refused ([`TransportError::Denied`]).
 //!
 //! [`Outbound`] picks the network or the simulator by the configured mode.
 
@@ -25,10 +29,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use super::{SimConfig, SimRequest, Sleep};
-use crate::config::{MerchantConfig, Mode, SIM_BASE, SIM_NOTIFY_URL};
+use crate::config::{MerchantConfig, Mode, SIM_BASE, SIM_NOTIFY_URL, SIM_REFUND_NOTIFY_URL};
 use crate::flows::{
     Clock, Env, HttpReply, Nonce, OutboundRequest, Request, Response, Store, Transport,
-    TransportError, notify,
+    TransportError, notify, refunds,
 };
 
 /// Which of the simulator's WeChat APIs a [`SimulatorLink`] reaches. A type rather than a
@@ -157,7 +161,8 @@ impl<S: Store, C: Clock, N: Nonce, P: Sleep, A: SimApis> Transport
     }
 }
 
-/// The notify route as the simulator's [`Transport`] (see the module documentation).
+/// The app's notify routes (payments, refunds) as the simulator's [`Transport`] (see the module
+/// documentation).
 #[derive(Debug, Clone)]
 pub struct NotifyLink<S, C> {
     store: S,
@@ -178,14 +183,16 @@ impl<S: Store, C: Clock> NotifyLink<S, C> {
 }
 
 impl<S: Store, C: Clock> NotifyLink<S, C> {
-    /// The notify route's answer to `request` (APIv3 when it carries `Wechatpay-*` headers).
+    /// The answer of the app's route for `url` (the payment or the refund notify route) to
+    /// `request` (APIv3 when it carries `Wechatpay-*` headers).
     async fn deliver(&self, url: &str, request: Request) -> Result<HttpReply, TransportError> {
         let merchant = self.merchant.as_ref().ok_or(TransportError::Denied)?;
-        if url != SIM_NOTIFY_URL {
-            return Err(TransportError::Denied);
-        }
         let env = Env::new(&self.store, (), &self.clock, (), merchant.clone());
-        let (response, _outcome) = notify::notify(&env, &request).await;
+        let (response, _outcome) = match url {
+            SIM_NOTIFY_URL => notify::notify(&env, &request).await,
+            SIM_REFUND_NOTIFY_URL => refunds::notify(&env, &request).await,
+            _ => return Err(TransportError::Denied),
+        };
         Ok(HttpReply::new(response.status, response.body))
     }
 }

@@ -1,5 +1,6 @@
 //! WeChat Pay APIv2 as the simulator plays it: `POST /_sim/pay/unifiedorder`, `/pay/orderquery`,
-//! `/pay/closeorder` (PROTOCOL.md "Unified order").
+//! `/pay/closeorder` (PROTOCOL.md "Unified order"), `/secapi/pay/refund` and `/pay/refundquery`
+//! (PROTOCOL.md "Refunds"; WeChat's refund rules are [`super::refunds`]').
 //!
 //! Checks, in WeChat's order: a POST with a readable UTF-8 `<xml>` body; every required field
 //! present; the simulator's `mch_id` (whose key it knows); a known `sign_type` and a signature that
@@ -10,6 +11,7 @@
 //! the request's `sign_type` (an HMAC-SHA256 reply says so in its own `sign_type`).
 
 use super::faults::{self, ApiFault, TIMEOUT_DELAY};
+use super::refunds::{self, RefundApi, RefundAsk, SimRefund, TradeRef};
 use super::{
     SimConfig, SimOrder, Sleep, TradeState, load_index, load_order, nonce, save_new_order,
     save_order, transaction_key,
@@ -18,6 +20,7 @@ use crate::config::{MAX_NOTIFY_URL_LEN, SIM_API_KEY, SIM_APPID, SIM_MCH_ID};
 use crate::flows::{Clock, Env, Nonce, Response, Store};
 use crate::money::Fen;
 use crate::order::valid_out_trade_no;
+use crate::refund::{MAX_REASON_CHARS, valid_refund_no};
 use crate::secret::Secret;
 use crate::time::{beijing_compact, parse_beijing_compact};
 use crate::v2::api::{MAX_ATTACH_BYTES, MAX_BODY_BYTES, PREPAY_TTL_SECS};
@@ -28,6 +31,23 @@ use crate::v2::{Params, xml};
 pub const UNIFIED_ORDER: &str = "/pay/unifiedorder";
 pub const ORDER_QUERY: &str = "/pay/orderquery";
 pub const CLOSE_ORDER: &str = "/pay/closeorder";
+pub const REFUND: &str = crate::v2::refund::REFUND_PATH;
+pub const REFUND_QUERY: &str = crate::v2::refund::REFUND_QUERY_PATH;
+
+/// Whether `path` (below `/_sim`) is one of these routes.
+pub fn serves(path: &str) -> bool {
+    [
+        UNIFIED_ORDER,
+        ORDER_QUERY,
+        CLOSE_ORDER,
+        REFUND,
+        REFUND_QUERY,
+    ]
+    .contains(&path)
+}
+
+/// refundquery answers at most this many refunds of a trade per page (`offset` pages on).
+pub const REFUNDS_PER_QUERY_PAGE: usize = 10;
 
 /// WeChat's limit on `nonce_str`.
 pub const MAX_NONCE_LEN: usize = 32;
@@ -205,8 +225,7 @@ fn system_error<N: Nonce>(checked: &Checked, nonce_source: &N) -> Response {
     refused(checked, nonce_source, "SYSTEMERROR", "系统错误", false)
 }
 
-/// One merchant API call (`path` is one of [`UNIFIED_ORDER`], [`ORDER_QUERY`],
-/// [`CLOSE_ORDER`]).
+/// One merchant API call (`path` is one of these routes: [`serves`]).
 pub async fn handle<S, T, C, N, P>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,
@@ -232,6 +251,14 @@ where
             "notify_url",
             "trade_type",
         ],
+        REFUND => &[
+            "appid",
+            "mch_id",
+            "nonce_str",
+            "out_refund_no",
+            "total_fee",
+            "refund_fee",
+        ],
         _ => &["appid", "mch_id", "nonce_str"],
     };
     let checked = match check_envelope(method, body, required) {
@@ -241,6 +268,8 @@ where
     let checked_fields = match path {
         UNIFIED_ORDER => check_unified_order(&checked.params, env.clock.now_unix()),
         ORDER_QUERY => check_query(&checked.params),
+        REFUND => check_refund(&checked.params),
+        REFUND_QUERY => check_refund_query(&checked.params),
         _ => check_close(&checked.params),
     };
     if let Err(refusal) = checked_fields {
@@ -263,6 +292,8 @@ where
     let reply = match path {
         UNIFIED_ORDER => unified_order(env, &checked, bad_signature).await,
         ORDER_QUERY => order_query(env, &checked, bad_signature).await,
+        REFUND => refund(env, &checked, bad_signature).await,
+        REFUND_QUERY => refund_query(env, &checked, bad_signature).await,
         _ => close_order(env, &checked, bad_signature).await,
     };
     if fault == ApiFault::Timeout {
@@ -581,4 +612,250 @@ async fn close_order<S: Store, T, C, N: Nonce>(
             )
         }
     }
+}
+
+// ---- Refunds ------------------------------------------------------------------------------------
+
+/// Format checks of a refund (the required fields are present): the trade by `out_trade_no` or
+/// `transaction_id`, the refund number, whole positive fen, a refund within the total, the
+/// reason's length, the notify URL.
+fn check_refund(p: &Params) -> Result<(), CallRefused> {
+    let f = |name: &str| p.get(name).map_or("", String::as_str);
+    if f("out_trade_no").is_empty() && f("transaction_id").is_empty() {
+        return Err(CallRefused::new(
+            "LACK_PARAMS",
+            "缺少参数out_trade_no",
+            "out_trade_no or transaction_id is required",
+        ));
+    }
+    if !f("out_trade_no").is_empty() && !valid_out_trade_no(f("out_trade_no")) {
+        return Err(CallRefused::format(
+            "out_trade_no",
+            "6-32 characters of [0-9A-Za-z_-|*]",
+        ));
+    }
+    if !valid_refund_no(f("out_refund_no")) {
+        return Err(CallRefused::format(
+            "out_refund_no",
+            "1-64 characters of [0-9A-Za-z_-|*@]",
+        ));
+    }
+    for name in ["total_fee", "refund_fee"] {
+        match f(name).parse::<Fen>() {
+            Ok(fee) if fee.0 > 0 => {}
+            _ => return Err(CallRefused::format(name, "a positive whole number of fen")),
+        }
+    }
+    if f("refund_fee").parse::<Fen>().ok() > f("total_fee").parse::<Fen>().ok() {
+        return Err(CallRefused::new(
+            "PARAM_ERROR",
+            "退款金额大于支付金额",
+            "refund_fee is more than total_fee",
+        ));
+    }
+    if f("refund_desc").chars().count() > MAX_REASON_CHARS {
+        return Err(CallRefused::new(
+            "PARAM_ERROR",
+            "refund_desc参数长度有误",
+            format!("refund_desc is at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if !f("notify_url").is_empty() {
+        check_notify_url(f("notify_url"))?;
+    }
+    Ok(())
+}
+
+/// A refundquery names one of `refund_id`, `out_refund_no`, `transaction_id`, `out_trade_no`.
+fn check_refund_query(p: &Params) -> Result<(), CallRefused> {
+    let f = |name: &str| p.get(name).map_or("", String::as_str);
+    let named = [
+        "refund_id",
+        "out_refund_no",
+        "transaction_id",
+        "out_trade_no",
+    ];
+    if named.iter().all(|name| f(name).is_empty()) {
+        return Err(CallRefused::new(
+            "LACK_PARAMS",
+            "缺少参数out_refund_no",
+            "refund_id, out_refund_no, transaction_id or out_trade_no is required",
+        ));
+    }
+    if !f("offset").is_empty() && f("offset").parse::<usize>().is_err() {
+        return Err(CallRefused::format("offset", "a whole number"));
+    }
+    Ok(())
+}
+
+/// The field a refund names its trade by (WeChat prefers `transaction_id`).
+fn trade_ref(p: &Params) -> TradeRef<'_> {
+    match p.get("transaction_id").filter(|id| !id.is_empty()) {
+        Some(id) => TradeRef::TransactionId(id),
+        None => TradeRef::OutTradeNo(p.get("out_trade_no").map_or("", String::as_str)),
+    }
+}
+
+async fn refund<S: Store, T, C: Clock, N: Nonce>(
+    env: &Env<S, T, C, N, SimConfig>,
+    checked: &Checked,
+    bad_signature: bool,
+) -> Response {
+    let p = &checked.params;
+    let f = |name: &str| p.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let fee = |name: &str| {
+        f(name)
+            .and_then(|v| v.parse::<Fen>().ok())
+            .unwrap_or(Fen::ZERO)
+    };
+    let ask = RefundAsk {
+        trade: trade_ref(p),
+        out_refund_no: f("out_refund_no").unwrap_or(""),
+        total_fee: fee("total_fee"),
+        refund_fee: fee("refund_fee"),
+        reason: f("refund_desc"),
+        notify_url: f("notify_url"),
+        api: RefundApi::V2,
+    };
+    match refunds::ask(&env.store, &env.nonce, env.clock.now_unix(), &ask).await {
+        Ok(refund) => {
+            let mut fields = vec![("result_code", "SUCCESS".to_owned())];
+            fields.extend(refund_fields(&refund));
+            fields.extend([
+                ("fee_type", "CNY".to_owned()),
+                ("cash_fee", refund.total_fee.to_string()),
+                ("cash_refund_fee", refund.refund_fee.to_string()),
+            ]);
+            signed_reply(checked, &env.nonce, fields, bad_signature)
+        }
+        Err(refusal) => {
+            let (err_code, err_code_des) = refusal.v2();
+            refused(checked, &env.nonce, err_code, &err_code_des, bad_signature)
+        }
+    }
+}
+
+/// The fields of a refund reply.
+fn refund_fields(refund: &SimRefund) -> Vec<(&'static str, String)> {
+    vec![
+        ("transaction_id", refund.transaction_id.clone()),
+        ("out_trade_no", refund.out_trade_no.clone()),
+        ("out_refund_no", refund.out_refund_no.clone()),
+        ("refund_id", refund.refund_id.clone()),
+        ("refund_fee", refund.refund_fee.to_string()),
+        ("settlement_refund_fee", refund.refund_fee.to_string()),
+        ("total_fee", refund.total_fee.to_string()),
+        ("settlement_total_fee", refund.total_fee.to_string()),
+    ]
+}
+
+/// refundquery: by a refund (`refund_id`, `out_refund_no`: that refund alone, `_0`) or by its
+/// trade (`transaction_id`, `out_trade_no`: its refunds, [`REFUNDS_PER_QUERY_PAGE`] from
+/// `offset`).
+async fn refund_query<S: Store, T, C, N: Nonce>(
+    env: &Env<S, T, C, N, SimConfig>,
+    checked: &Checked,
+    bad_signature: bool,
+) -> Response {
+    let p = &checked.params;
+    let f = |name: &str| p.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let not_found = || {
+        refused(
+            checked,
+            &env.nonce,
+            "REFUNDNOTEXIST",
+            "退款订单查询失败",
+            bad_signature,
+        )
+    };
+    let by_refund = match (f("refund_id"), f("out_refund_no")) {
+        (Some(id), _) => match refunds::refund_no_of_id(&env.store, id).await {
+            Ok(no) => Some(no),
+            Err(_) => return system_error(checked, &env.nonce),
+        },
+        (None, Some(no)) => Some(Some(no.to_owned())),
+        (None, None) => None,
+    };
+    let (found, total_count) = match by_refund {
+        Some(no) => {
+            let refund = match no {
+                None => None,
+                Some(no) => match refunds::load_refund(&env.store, &no).await {
+                    Ok(refund) => refund,
+                    Err(_) => return system_error(checked, &env.nonce),
+                },
+            };
+            let Some(refund) = refund else {
+                return not_found();
+            };
+            (vec![refund], 1)
+        }
+        None => {
+            let out_trade_no = match (f("transaction_id"), f("out_trade_no")) {
+                (Some(id), _) => match load_index(&env.store, &transaction_key(id)).await {
+                    Ok(no) => no,
+                    Err(_) => return system_error(checked, &env.nonce),
+                },
+                (None, no) => no.map(str::to_owned),
+            };
+            let all = match out_trade_no {
+                None => Vec::new(),
+                Some(no) => match refunds::trade_refunds(&env.store, &no).await {
+                    Ok(all) => all,
+                    Err(_) => return system_error(checked, &env.nonce),
+                },
+            };
+            let total = all.len();
+            let offset = f("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+            let page: Vec<SimRefund> = all
+                .into_iter()
+                .skip(offset)
+                .take(REFUNDS_PER_QUERY_PAGE)
+                .collect();
+            if page.is_empty() {
+                return not_found();
+            }
+            (page, total)
+        }
+    };
+    let mut indexed = Params::new();
+    for (i, refund) in found.iter().enumerate() {
+        for (name, value) in [
+            ("out_refund_no", refund.out_refund_no.clone()),
+            ("refund_id", refund.refund_id.clone()),
+            ("refund_channel", "ORIGINAL".to_owned()),
+            ("refund_fee", refund.refund_fee.to_string()),
+            ("settlement_refund_fee", refund.refund_fee.to_string()),
+            ("refund_status", refund.v2_status().to_owned()),
+            ("refund_account", "REFUND_SOURCE_UNSETTLED_FUNDS".to_owned()),
+            ("refund_recv_accout", "支付用户零钱".to_owned()),
+            (
+                "refund_success_time",
+                refund
+                    .success_time
+                    .map(refunds::beijing_spaced)
+                    .unwrap_or_default(),
+            ),
+        ] {
+            indexed.insert(format!("{name}_{i}"), value);
+        }
+    }
+    let first = &found[0];
+    let mut fields: Vec<(&str, String)> = vec![
+        ("result_code", "SUCCESS".to_owned()),
+        ("transaction_id", first.transaction_id.clone()),
+        ("out_trade_no", first.out_trade_no.clone()),
+        ("total_fee", first.total_fee.to_string()),
+        ("settlement_total_fee", first.total_fee.to_string()),
+        ("fee_type", "CNY".to_owned()),
+        ("cash_fee", first.total_fee.to_string()),
+        ("refund_count", found.len().to_string()),
+        ("total_refund_count", total_count.to_string()),
+    ];
+    fields.extend(
+        indexed
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone())),
+    );
+    signed_reply(checked, &env.nonce, fields, bad_signature)
 }

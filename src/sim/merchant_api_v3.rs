@@ -1,6 +1,8 @@
 //! WeChat Pay APIv3 as the simulator plays it (PROTOCOL.md "APIv3"):
 //! `POST /_sim/v3/pay/transactions/jsapi`, `GET /_sim/v3/pay/transactions/out-trade-no/{no}?mchid=`,
-//! `POST /_sim/v3/pay/transactions/out-trade-no/{no}/close`.
+//! `POST /_sim/v3/pay/transactions/out-trade-no/{no}/close`, and refunds (PROTOCOL.md
+//! "Refunds"; WeChat's rules are [`super::refunds`]'): `POST /_sim/v3/refund/domestic/refunds`,
+//! `GET /_sim/v3/refund/domestic/refunds/{out_refund_no}`.
 //!
 //! Checks our `Authorization` as WeChat does — the scheme, the simulator's `mchid`, the merchant
 //! certificate serial ([`SIM_MCH_CERT_SERIAL`]), a timestamp within 5 minutes, and the RSA
@@ -19,6 +21,7 @@
 use serde::Deserialize;
 
 use super::faults::{self, ApiFault, TIMEOUT_DELAY};
+use super::refunds::{self, RefundApi, RefundAsk, TradeRef};
 use super::{
     SimConfig, SimOrder, SimRequest, Sleep, TradeState, load_order, nonce, save_new_order,
     save_order,
@@ -28,8 +31,10 @@ use crate::config::{
     SIM_WECHATPAY_PUBLIC_KEY_ID,
 };
 use crate::flows::{Clock, Env, JSON, Nonce, Response, Store};
+use crate::money::Fen;
 use crate::order::valid_out_trade_no;
 use crate::pay_params::RSA_SIGN_TYPE;
+use crate::refund::{MAX_REASON_CHARS, valid_refund_no};
 use crate::time::{beijing_compact, parse_beijing_compact, parse_rfc3339_offset, rfc3339_beijing};
 use crate::v2::Params;
 use crate::v2::api::PREPAY_TTL_SECS;
@@ -40,9 +45,20 @@ use crate::v3::verify::{MAX_CLOCK_SKEW_SECS, PublicKey, SIGNTEST_PREFIX, Signatu
 /// Paths of the transactions below `/_sim`.
 pub const TRANSACTIONS_PREFIX: &str = "/v3/pay/transactions/out-trade-no/";
 
+/// `POST` a refund here; `GET` `{REFUNDS}/{out_refund_no}` queries one.
+pub const REFUNDS: &str = crate::v3::refund::REFUNDS_PATH;
+
 /// Whether `path` (below `/_sim`) is one of these routes.
 pub fn serves(path: &str) -> bool {
-    path == JSAPI_PATH || path.starts_with(TRANSACTIONS_PREFIX)
+    path == JSAPI_PATH
+        || path.starts_with(TRANSACTIONS_PREFIX)
+        || path == REFUNDS
+        || refund_no_of_path(path).is_some()
+}
+
+/// The `{out_refund_no}` of `{REFUNDS}/{out_refund_no}`.
+fn refund_no_of_path(path: &str) -> Option<&str> {
+    path.strip_prefix(REFUNDS)?.strip_prefix('/')
 }
 
 fn wechatpay_key() -> MerchantKey {
@@ -221,6 +237,18 @@ async fn route<S: Store, T, C, N: Nonce>(
         return match request.method {
             "POST" => jsapi(env, request.body, now).await,
             _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用POST方法"),
+        };
+    }
+    if path == REFUNDS {
+        return match request.method {
+            "POST" => refund(env, request.body, now).await,
+            _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用POST方法"),
+        };
+    }
+    if let Some(out_refund_no) = refund_no_of_path(path) {
+        return match request.method {
+            "GET" => refund_query(env, out_refund_no).await,
+            _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用GET方法"),
         };
     }
     let rest = path.strip_prefix(TRANSACTIONS_PREFIX).unwrap_or("");
@@ -480,5 +508,130 @@ async fn close<S: Store, T, C, N>(
                 Err(_) => Reply::error(500, "SYSTEM_ERROR", "系统错误"),
             }
         }
+    }
+}
+
+// ---- Refunds ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RefundBody {
+    #[serde(default)]
+    out_trade_no: Option<String>,
+    #[serde(default)]
+    transaction_id: Option<String>,
+    out_refund_no: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    notify_url: Option<String>,
+    amount: RefundAmount,
+}
+
+#[derive(Deserialize)]
+struct RefundAmount {
+    refund: u64,
+    total: u64,
+    currency: String,
+}
+
+/// The refund body's rules (formats; WeChat's business rules are [`refunds::ask`]'s).
+fn check_refund(body: &[u8]) -> Result<RefundBody, Reply> {
+    let text = std::str::from_utf8(body).map_err(|_| param_error("body is not UTF-8"))?;
+    if text.chars().any(|c| c.len_utf8() == 4) {
+        return Err(param_error(
+            "4-byte UTF-8 characters (emoji) are not allowed",
+        ));
+    }
+    let r: RefundBody =
+        serde_json::from_str(text).map_err(|e| param_error(format!("body: {e}")))?;
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    if !given(&r.out_trade_no) && !given(&r.transaction_id) {
+        return Err(param_error("out_trade_no or transaction_id is required"));
+    }
+    if r.out_trade_no
+        .as_deref()
+        .is_some_and(|no| !no.is_empty() && !valid_out_trade_no(no))
+    {
+        return Err(param_error(
+            "out_trade_no: 6-32 characters of [0-9A-Za-z_-|*]",
+        ));
+    }
+    if !valid_refund_no(&r.out_refund_no) {
+        return Err(param_error(
+            "out_refund_no: 1-64 characters of [0-9A-Za-z_-|*@]",
+        ));
+    }
+    if r.reason
+        .as_deref()
+        .is_some_and(|reason| reason.chars().count() > MAX_REASON_CHARS)
+    {
+        return Err(param_error("reason: at most 80 characters"));
+    }
+    if r.notify_url
+        .as_deref()
+        .is_some_and(|url| !url.starts_with("https://") || url.contains('?'))
+    {
+        return Err(param_error("notify_url: an https URL without a query"));
+    }
+    if r.amount.currency != "CNY" {
+        return Err(param_error("amount.currency: CNY"));
+    }
+    if r.amount.refund == 0 || r.amount.total == 0 {
+        return Err(param_error("amount: refund and total at least 1 fen"));
+    }
+    if r.amount.refund > r.amount.total {
+        return Err(param_error("amount.refund: at most amount.total"));
+    }
+    Ok(r)
+}
+
+async fn refund<S: Store, T, C, N: Nonce>(
+    env: &Env<S, T, C, N, SimConfig>,
+    body: &[u8],
+    now: u64,
+) -> Reply {
+    let r = match check_refund(body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let trade = match r.transaction_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => TradeRef::TransactionId(id),
+        None => TradeRef::OutTradeNo(r.out_trade_no.as_deref().unwrap_or("")),
+    };
+    let ask = RefundAsk {
+        trade,
+        out_refund_no: &r.out_refund_no,
+        total_fee: Fen(r.amount.total),
+        refund_fee: Fen(r.amount.refund),
+        reason: r.reason.as_deref().filter(|v| !v.is_empty()),
+        notify_url: r.notify_url.as_deref(),
+        api: RefundApi::V3,
+    };
+    match refunds::ask(&env.store, &env.nonce, now, &ask).await {
+        Ok(refund) => Reply {
+            status: 200,
+            body: refunds::refund_json(&refund, false),
+        },
+        Err(refusal) => {
+            let (status, code, message) = refusal.v3();
+            Reply::error(status, code, message)
+        }
+    }
+}
+
+async fn refund_query<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, SimConfig>,
+    out_refund_no: &str,
+) -> Reply {
+    if !valid_refund_no(out_refund_no) {
+        return param_error("out_refund_no: 1-64 characters of [0-9A-Za-z_-|*@]");
+    }
+    match refunds::load_refund(&env.store, out_refund_no).await {
+        Ok(Some(refund)) => Reply {
+            status: 200,
+            body: refunds::refund_json(&refund, false),
+        },
+        Ok(None) => Reply::error(404, "RESOURCE_NOT_EXISTS", "退款单不存在"),
+        Err(_) => Reply::error(500, "SYSTEM_ERROR", "系统错误"),
     }
 }

@@ -10,8 +10,11 @@
 //! |---|---|---|
 //! | `GET /_sim/sns/jscode2session` | WeChat's login API | [`login`] |
 //! | `POST /_sim/pay/unifiedorder`, `/_sim/pay/orderquery`, `/_sim/pay/closeorder` | WeChat Pay APIv2 | [`merchant_api`] |
+//! | `POST /_sim/secapi/pay/refund`, `/_sim/pay/refundquery` | WeChat Pay APIv2 refunds (rules: [`refunds`]) | [`merchant_api`] |
 //! | `POST /_sim/v3/pay/transactions/jsapi`, `GET /_sim/v3/pay/transactions/out-trade-no/{no}`, `POST …/{no}/close` | WeChat Pay APIv3 (development key pair) | [`merchant_api_v3`] |
+//! | `POST /_sim/v3/refund/domestic/refunds`, `GET /_sim/v3/refund/domestic/refunds/{out_refund_no}` | WeChat Pay APIv3 refunds (rules: [`refunds`]) | [`merchant_api_v3`] |
 //! | `POST /_sim/pay` `{"prepay_id", "result"}` | the user paying in `wx.requestPayment`, then WeChat Pay delivering the notification | [`user`] |
+//! | `POST /_sim/refund` `{"refund_no", "result"}` | WeChat Pay settling a refund (SUCCESS, CLOSED, ABNORMAL), then delivering the refund notification in the refund's API version | [`refunds`] |
 //! | `GET`/`POST`/`DELETE /_sim/faults` | a test switchboard: faults injected into the next answers | [`faults`] |
 //!
 //! It checks our requests the way WeChat does (signature with the declared `sign_type`, required
@@ -24,17 +27,19 @@
 //! keys. In live mode every route answers 404.
 //!
 //! Simplifications (documented where they are made): one merchant and one app (the `SIM_*`
-//! constants); no refunds, no closeorder 5-minute rule; a used login code is remembered for 5
-//! minutes (a code's lifetime), after which the same text is accepted again; the notification
-//! retry schedule is WeChat's first steps scaled down 100× and run inside the `/_sim/pay` request;
-//! fault counters are read-modify-write without compare-and-swap (concurrent requests may
-//! consume one fault twice).
+//! constants); no closeorder 5-minute rule; refunds are settled only by `/_sim/refund`, APIv2
+//! refunds need no client certificate, and a refunded trade keeps `trade_state` SUCCESS (WeChat
+//! says REFUND); a used login code is remembered for 5 minutes (a code's lifetime), after which
+//! the same text is accepted again; the notification retry schedule is WeChat's first steps
+//! scaled down 100× and run inside the `/_sim/pay` (`/_sim/refund`) request; fault counters are
+//! read-modify-write without compare-and-swap (concurrent requests may consume one fault twice).
 
 pub mod faults;
 pub mod link;
 pub mod login;
 pub mod merchant_api;
 pub mod merchant_api_v3;
+pub mod refunds;
 pub mod user;
 
 #[cfg(test)]
@@ -58,6 +63,12 @@ pub const PREPAY_KEY_PREFIX: &str = "sim:prepay:";
 pub const TRANSACTION_KEY_PREFIX: &str = "sim:transaction:";
 /// `sim:code:{sha256(code)}`: a login code already exchanged.
 pub const CODE_KEY_PREFIX: &str = "sim:code:";
+/// `sim:refund:{out_refund_no}`: [`refunds::SimRefund`].
+pub const REFUND_KEY_PREFIX: &str = "sim:refund:";
+/// `sim:trade-refund:{out_trade_no}:{out_refund_no}`: a trade's refunds (the out_refund_no).
+pub const TRADE_REFUND_KEY_PREFIX: &str = "sim:trade-refund:";
+/// `sim:refund-id:{refund_id}`: the out_refund_no (APIv2's refundquery by `refund_id`).
+pub const REFUND_ID_KEY_PREFIX: &str = "sim:refund-id:";
 /// The pending faults ([`faults::Faults`]).
 pub const FAULTS_KEY: &str = "sim:faults";
 
@@ -169,6 +180,10 @@ where
             "POST" => user::pay(env, sleep, request.body).await,
             _ => method_not_allowed(request.method, path),
         },
+        refunds::SETTLE => match request.method {
+            "POST" => refunds::settle(env, sleep, request.body).await,
+            _ => method_not_allowed(request.method, path),
+        },
         faults::FAULTS => faults::handle(&env.store, request.method, request.body).await,
         _ => not_found(),
     }
@@ -193,7 +208,7 @@ where
 }
 
 /// The routes that play WeChat's servers (jscode2session, unifiedorder, orderquery,
-/// closeorder, APIv3's JSAPI order, query and close): what the app's own WeChat calls reach
+/// closeorder, refund, refundquery, APIv3's JSAPI order, query, close, refund and refund query): what the app's own WeChat calls reach
 /// ([`link::SimulatorLink`]). `None` for any other path. Does not check the mode.
 pub async fn api<S, T, C, N, P>(
     env: &Env<S, T, C, N, SimConfig>,
@@ -212,7 +227,7 @@ where
             "GET" => login::jscode2session(env, request.query).await,
             _ => method_not_allowed(request.method, path),
         },
-        merchant_api::UNIFIED_ORDER | merchant_api::ORDER_QUERY | merchant_api::CLOSE_ORDER => {
+        path if merchant_api::serves(path) => {
             // WeChat answers a GET with REQUIRE_POST_METHOD in its own shape.
             merchant_api::handle(env, sleep, path, request.method, request.body).await
         }

@@ -27,6 +27,7 @@ use crate::v2::api::{self, ErrCode, ReplyError, TradeState as ApiTradeState, Uni
 use crate::v2::sign::{SignType, sign_in_place};
 use crate::v2::xml;
 
+mod refunds;
 mod v3;
 
 const NOW: u64 = 1_714_550_400; // 2024-05-01T08:00:00Z
@@ -806,7 +807,7 @@ fn faults_apply_to_the_next_answers() {
     );
     assert_eq!(
         r.json_body().unwrap(),
-        json!({"systemerror": 1, "bad_signature": 1, "timeout": 1, "duplicate_notifications": 0, "signtest": 0})
+        json!({"systemerror": 1, "bad_signature": 1, "timeout": 1, "duplicate_notifications": 0, "signtest": 0, "notenough": 0})
     );
     // timeout first: processed, answered after the delay.
     let r = w.post(

@@ -195,6 +195,35 @@ pub fn encrypt_req_info(plaintext: &[u8], api_key: &Secret) -> String {
     STANDARD.encode(cipher.encrypt_padded_vec::<Pkcs7>(plaintext))
 }
 
+/// A refund notification as WeChat Pay sends it (the simulator and tests play WeChat): the
+/// refund's fields `info` written as `<root>`, encrypted into `req_info` with `api_key`
+/// ([`encrypt_req_info`]), in an outer `<xml>` with `return_code` SUCCESS, `appid`, `mch_id`
+/// and `nonce_str`, and no `sign`.
+pub fn refund_notification(
+    appid: &str,
+    mch_id: &str,
+    nonce_str: &str,
+    info: &Params,
+    api_key: &Secret,
+) -> String {
+    let written = xml::write(info);
+    let fields = written
+        .strip_prefix("<xml>")
+        .and_then(|rest| rest.strip_suffix("</xml>"))
+        .unwrap_or_default();
+    let plaintext = format!("<root>{fields}</root>");
+    let mut outer = Params::new();
+    outer.insert("return_code".into(), "SUCCESS".into());
+    outer.insert("appid".into(), appid.into());
+    outer.insert("mch_id".into(), mch_id.into());
+    outer.insert("nonce_str".into(), nonce_str.into());
+    outer.insert(
+        "req_info".into(),
+        encrypt_req_info(plaintext.as_bytes(), api_key),
+    );
+    xml::write(&outer)
+}
+
 /// Reads and authenticates a refund notification: `return_code` SUCCESS, `req_info` decrypted
 /// with our key and read (its `<root>`), and appid / mch_id ours.
 pub fn parse_refund_notification(
@@ -273,6 +302,28 @@ mod tests {
         assert_eq!(report.refund_id, "50000408942018111907145868882");
         assert_eq!(report.refund_fee, Fen(3960));
         assert_eq!(report.status, RefundStatus::Success);
+    }
+
+    #[test]
+    fn a_built_refund_notification_reads_back() {
+        let m = merchant(SignType::Md5);
+        let mut info = Params::new();
+        for (name, value) in [
+            ("out_refund_no", "R1"),
+            ("out_trade_no", "1217752501201407033233368018"),
+            ("refund_id", "50000408942018111907145868882"),
+            ("refund_fee", "1990"),
+            ("total_fee", "3980"),
+            ("refund_status", "REFUNDCLOSE"),
+        ] {
+            info.insert(name.into(), value.into());
+        }
+        let body = refund_notification(&m.appid, &m.mch_id, "n0nce", &info, m.v2_key().unwrap());
+        assert!(!body.contains("<sign>"));
+        let report = parse_refund_notification(body.as_bytes(), &m).unwrap();
+        assert_eq!(report.status, RefundStatus::Closed);
+        assert_eq!(report.refund_fee, Fen(1990));
+        assert_eq!(report.success_time, None);
     }
 
     #[test]

@@ -171,6 +171,42 @@ pub fn parse_refund_notification(
     Ok(refund.report()?)
 }
 
+/// A refund notification's body as WeChat Pay sends it (the simulator, and tests playing
+/// WeChat): `refund` (the refund's JSON, which names its status `refund_status`) encrypted with
+/// the APIv3 key under `nonce` (12 bytes) and AAD `refund`, in WeChat's envelope with
+/// `event_type` (one of [`REFUND_EVENTS`]) and `original_type` `refund`. The caller signs it
+/// (`sign::wechatpay_headers`).
+pub fn refund_envelope(
+    apiv3_key: &Secret,
+    nonce: &str,
+    id: &str,
+    create_time: &str,
+    event_type: &str,
+    refund: &str,
+) -> Result<String, crate::v3::aead::AeadError> {
+    let ciphertext = crate::v3::aead::encrypt(apiv3_key, nonce, "refund", refund.as_bytes())?;
+    let summary = match event_type {
+        "REFUND.SUCCESS" => "退款成功",
+        "REFUND.CLOSED" => "退款关闭",
+        _ => "退款异常",
+    };
+    Ok(serde_json::json!({
+        "id": id,
+        "create_time": create_time,
+        "resource_type": "encrypt-resource",
+        "event_type": event_type,
+        "summary": summary,
+        "resource": {
+            "original_type": "refund",
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": ciphertext,
+            "associated_data": "refund",
+            "nonce": nonce,
+        },
+    })
+    .to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +287,40 @@ mod tests {
         let wechat = MerchantKey::from_pem(include_str!("testdata/wechatpay_key.pem")).unwrap();
         let headers = wechatpay_headers(&wechat, KEY_ID, NOW, "n", body.as_bytes());
         (body, headers)
+    }
+
+    #[test]
+    fn a_built_refund_envelope_opens_and_reads() {
+        let keys = [WechatPayKey {
+            id: KEY_ID.into(),
+            key: PublicKey::from_pem(WECHATPAY_PUB).unwrap(),
+        }];
+        let key = Secret::new(APIV3_KEY);
+        let plaintext = r#"{"mchid":"1900000100","out_trade_no":"1217752501201407033233368018","out_refund_no":"R1","refund_id":"5000","refund_status":"CLOSED","amount":{"total":3980,"refund":1990}}"#;
+        let body = refund_envelope(
+            &key,
+            "0123456789ab",
+            "EV-R1",
+            "2024-05-01T16:03:20+08:00",
+            "REFUND.CLOSED",
+            plaintext,
+        )
+        .unwrap();
+        let wechat = MerchantKey::from_pem(include_str!("testdata/wechatpay_key.pem")).unwrap();
+        let headers = wechatpay_headers(&wechat, KEY_ID, NOW, "n", body.as_bytes());
+        let report = parse_refund_notification(
+            &headers.signed(body.as_bytes()),
+            &keys,
+            &key,
+            "1900000100",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(report.status, RefundStatus::Closed);
+        assert_eq!(report.refund_fee, Fen(1990));
+        let envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(envelope["resource"]["original_type"], "refund");
+        assert_eq!(envelope["summary"], "退款关闭");
     }
 
     #[test]

@@ -12,13 +12,13 @@ use crate::pay_params::{PayParams, verify_v3_pay_params};
 use crate::v3::sign::{MerchantKey, RequestToSign, authorization};
 use crate::v3::verify::{PublicKey, WechatPayKey, verify};
 
-fn v3_shop() -> ShopConfig {
+pub(super) fn v3_shop() -> ShopConfig {
     let mut vars = BTreeMap::new();
     vars.insert("wxpay_api_version".to_owned(), "v3".to_owned());
     ShopConfig::load(&vars).unwrap()
 }
 
-fn wechatpay_keys() -> Vec<WechatPayKey> {
+pub(super) fn wechatpay_keys() -> Vec<WechatPayKey> {
     vec![WechatPayKey {
         id: SIM_WECHATPAY_PUBLIC_KEY_ID.into(),
         key: PublicKey::from_pem(SIM_WECHATPAY_PUBLIC_KEY).unwrap(),
@@ -153,7 +153,7 @@ fn a_lost_v3_notification_is_found_by_polling_and_reconcile_closes_the_unpaid() 
 }
 
 /// A signed APIv3 request to the simulator, as the app sends it.
-fn v3_request(
+pub(super) fn v3_request(
     method: &'static str,
     path: &str,
     body: &str,
