@@ -339,14 +339,24 @@ fn app_paid_order(w: &World, sim: &SimEnv<'_>, shop: ShopConfig, price: u64) -> 
 
 /// The admin refund route's flow, reaching the simulator in-process.
 fn app_refund(w: &World, vars: &[(&str, &str)], order_no: &str, body: Value) -> Response {
+    app_refund_through(w, &w.to_sim(), vars, order_no, body)
+}
+
+/// [`app_refund`] through `link`.
+fn app_refund_through<L: Transport>(
+    w: &World,
+    link: &L,
+    vars: &[(&str, &str)],
+    order_no: &str,
+    body: Value,
+) -> Response {
     let vars: BTreeMap<String, String> = vars
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let to_sim = w.to_sim();
     let admin = Env::new(
         &w.store,
-        &to_sim,
+        link,
         &w.clock,
         &w.nonce,
         AdminFlowConfig::load(&vars).unwrap(),
@@ -483,6 +493,46 @@ fn sim_refund_redelivers_an_unacknowledged_refund_notification() {
         app_refund_status(&w, &order_no, "R1"),
         RefundStatus::Success
     );
+}
+
+#[test]
+fn a_refund_whose_reply_timed_out_is_made_once_when_the_app_sends_it_again() {
+    for vars in [
+        vec![("wxpay_sign_type", "HMAC-SHA256")],
+        vec![("wxpay_api_version", "v3")],
+    ] {
+        let w = World::new(SignType::HmacSha256);
+        let sim = w.sim_env(Mode::Simulator);
+        let shop_config = if vars[0].0 == "wxpay_api_version" {
+            v3_shop()
+        } else {
+            shop(SignType::HmacSha256)
+        };
+        let order_no = app_paid_order(&w, &sim, shop_config, 3980);
+        // The simulator makes the refund, then holds its reply back past the link's deadline.
+        w.post(&sim, "/_sim/faults", r#"{"timeout": 1}"#);
+        let sleep = ShortSleepsOnly(TIMEOUT_DELAY);
+        let link: SimulatorLink<_, _, _, _> =
+            SimulatorLink::new(&w.store, &w.clock, &w.nonce, &sleep, FIRST_BYTE_TIMEOUT);
+        let r = app_refund_through(
+            &w,
+            &link,
+            &vars,
+            &order_no,
+            json!({"amount": 3980, "refund_no": "R1"}),
+        );
+        assert_eq!(r.status, 201, "{vars:?}: {r:?}");
+        // The app sent the same number again and got the refund made the first time.
+        let made = block_on(load_refund(&w.store, "R1")).unwrap().unwrap();
+        assert_eq!(r.json_body().unwrap()["refund_id"], made.refund_id.as_str());
+        assert_eq!(sim_refund_keys(&w), 1, "{vars:?}");
+        assert_eq!(
+            block_on(super::super::faults::load(&&w.store))
+                .unwrap()
+                .timeout,
+            0
+        );
+    }
 }
 
 // ---- APIv3 ----------------------------------------------------------------------------------------
