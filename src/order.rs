@@ -91,9 +91,13 @@ pub enum Status {
     Closed,
     /// WeChat refused the unified order.
     Failed,
+    /// Shown, never stored: a PAID order whose successful refunds sum to its paid total
+    /// ([`crate::refund::fully_refunded`]). The payment's facts stay those of a PAID order.
+    Refunded,
 }
 
 impl Status {
+    /// The statuses an order is stored in (the transition table's; not the shown REFUNDED).
     pub const ALL: [Status; 5] = [
         Status::Created,
         Status::AwaitingPayment,
@@ -110,11 +114,15 @@ impl Status {
             Status::Paid => "PAID",
             Status::Closed => "CLOSED",
             Status::Failed => "FAILED",
+            Status::Refunded => "REFUNDED",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Paid | Status::Closed | Status::Failed)
+        matches!(
+            self,
+            Status::Paid | Status::Closed | Status::Failed | Status::Refunded
+        )
     }
 }
 
@@ -780,6 +788,30 @@ pub struct OrderView {
     pub transaction_id: Option<String>,
     /// `simulator` or `live`: a simulated payment is never mistaken for a real one.
     pub mode: Mode,
+    /// What the successful refunds gave back (absent without refunds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_total: Option<Fen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<crate::refund::RefundBrief>,
+}
+
+impl OrderView {
+    /// The view with the order's refunds: each refund's amount, status and times, the total
+    /// given back, and `REFUNDED` once that is the whole paid total.
+    pub fn with_refunds(mut self, order: &Order, refunds: &[crate::refund::Refund]) -> Self {
+        if refunds.is_empty() {
+            return self;
+        }
+        if crate::refund::fully_refunded(order, refunds) {
+            self.status = Status::Refunded;
+        }
+        self.refunded_total = Some(crate::refund::refunded_total(refunds));
+        self.refunds = refunds
+            .iter()
+            .map(crate::refund::RefundBrief::from)
+            .collect();
+        self
+    }
 }
 
 impl From<&Order> for OrderView {
@@ -795,6 +827,8 @@ impl From<&Order> for OrderView {
             paid_at: o.paid_at.clone(),
             transaction_id: o.transaction_id.clone(),
             mode: o.mode,
+            refunded_total: None,
+            refunds: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::Fen;
 use crate::order::{Order, Status};
+use crate::time::rfc3339;
 
 /// WeChat refunds an order at most this many times.
 pub const MAX_REFUNDS_PER_ORDER: usize = 50;
@@ -95,6 +96,60 @@ pub struct Refund {
     /// WeChat), or WeChat reported on it. An uncleared refund is still being checked, or its
     /// request stopped between recording and checking it; it holds its money all the same.
     pub cleared: bool,
+}
+
+/// A refund as the admin routes answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundView {
+    pub refund_no: String,
+    pub amount: Fen,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub status: RefundStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// RFC 3339.
+    pub requested_at: String,
+    /// RFC 3339, once WeChat says the money went back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
+}
+
+impl From<&Refund> for RefundView {
+    fn from(r: &Refund) -> Self {
+        RefundView {
+            refund_no: r.refund_no.clone(),
+            amount: r.amount,
+            reason: r.reason.clone(),
+            status: r.status,
+            refund_id: r.refund_id.clone(),
+            requested_at: rfc3339(r.requested_at),
+            settled_at: r.settled_at.map(rfc3339),
+        }
+    }
+}
+
+/// A refund as the user's order view shows it: amount, status, times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundBrief {
+    pub amount: Fen,
+    pub status: RefundStatus,
+    /// RFC 3339.
+    pub requested_at: String,
+    /// RFC 3339, once the money went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
+}
+
+impl From<&Refund> for RefundBrief {
+    fn from(r: &Refund) -> Self {
+        RefundBrief {
+            amount: r.amount,
+            status: r.status,
+            requested_at: rfc3339(r.requested_at),
+            settled_at: r.settled_at.map(rfc3339),
+        }
+    }
 }
 
 /// Whether `no` is a refund number WeChat accepts.

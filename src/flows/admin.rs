@@ -2,7 +2,7 @@
 //! needs `Authorization: Bearer <admin_token>`.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::wechat::{self, QueryEffect};
 use crate::config::quote;
@@ -95,6 +95,10 @@ where
         },
         ["orders", order_no] => match method {
             "GET" => get_order(env, request, order_no).await,
+            _ => method_not_allowed(),
+        },
+        ["orders", order_no, "refunds"] => match method {
+            "POST" => super::refunds::create(env, request, order_no).await,
             _ => method_not_allowed(),
         },
         ["reconcile"] => match method {
@@ -287,10 +291,28 @@ async fn get_order_inner<S: Store, T, C, N>(
     match load_order_with_alerts(&env.store, order_no).await? {
         Some(order) => {
             same_mode(&order, env.config.merchant.mode)?;
-            Ok(Response::json(200, &order))
+            let refunds = super::refunds::refunds_for_view(&env.store, &order).await?;
+            Ok(Response::json(200, &admin_order_view(&order, &refunds)))
         }
         None => Err(not_found()),
     }
+}
+
+/// The order record as the admin sees it; with refunds, also each refund, `refunded_total`,
+/// and the status `REFUNDED` once they gave the whole paid total back.
+fn admin_order_view(order: &Order, refunds: &[crate::refund::Refund]) -> Value {
+    let mut view = serde_json::to_value(order).unwrap_or(Value::Null);
+    if refunds.is_empty() {
+        return view;
+    }
+    let shown = order.view().with_refunds(order, refunds);
+    if let Value::Object(fields) = &mut view {
+        fields.insert("status".into(), json!(shown.status));
+        fields.insert("refunded_total".into(), json!(shown.refunded_total));
+        let listed: Vec<crate::refund::RefundView> = refunds.iter().map(Into::into).collect();
+        fields.insert("refunds".into(), json!(listed));
+    }
+    view
 }
 
 /// The answer of `POST /api/admin/reconcile`.
@@ -304,6 +326,10 @@ pub struct Reconciled {
     pub closed: u64,
     /// Orders that could not be settled this run (WeChat or store errors, mismatches).
     pub failed: u64,
+    /// Refunds not yet ended (PROCESSING, ABNORMAL) asked about at WeChat.
+    pub refunds_checked: u64,
+    /// Of those, the refunds WeChat said had ended, now recorded (a lost notification).
+    pub refunds_settled: u64,
     /// What went wrong, one line per failed order (at most [`MAX_LISTED_ERRORS`]).
     pub errors: Vec<String>,
     /// Whether this run looked at every order. `false`: its time budget
@@ -379,6 +405,12 @@ where
         .iter()
         .filter_map(|key| crate::ledger::base_order_no(key).map(str::to_owned))
         .collect();
+    // Orders with refunds (their marker key).
+    let refunded: std::collections::BTreeSet<&str> = keys
+        .iter()
+        .filter(|key| key.ends_with(":refunds"))
+        .map(String::as_str)
+        .collect();
     let cursor = env
         .store
         .get(RECONCILE_CURSOR_KEY)
@@ -424,6 +456,17 @@ where
             }
         };
         last_looked_at = Some(order_no.clone());
+        if order.status == Status::Paid
+            && order.mode == env.config.merchant.mode
+            && refunded.contains(crate::refund::marker_key(&order_no).as_str())
+        {
+            let refunds = super::refunds::reconcile_refunds(env, &order, now).await;
+            report.refunds_checked += refunds.checked;
+            report.refunds_settled += refunds.settled;
+            for line in refunds.errors {
+                fail(&mut report, line);
+            }
+        }
         if !is_candidate(&order, now) {
             continue;
         }

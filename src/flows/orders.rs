@@ -419,5 +419,9 @@ where
                 .await;
         }
     }
-    Ok(Response::json(200, &order.view()))
+    let refunds = super::refunds::refunds_for_view(&env.store, &order).await?;
+    Ok(Response::json(
+        200,
+        &order.view().with_refunds(&order, &refunds),
+    ))
 }

@@ -8,7 +8,6 @@
 //! retried request settles it. What a notification says is stored in its own key, derived from
 //! the notification alone (`refund::outcome_key`), and success is answered only after the write.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::notify::{Dialect, NotifyOutcome};
@@ -26,42 +25,11 @@ use crate::money::Fen;
 use crate::order::{Order, valid_out_trade_no};
 use crate::refund::{
     Refund, RefundAsk, RefundAsked, RefundOutcome, RefundOutcomeReport, RefundRefusal,
-    RefundRefused, RefundReport, RefundStatus, asked_key, check_new_refund, cleared_key,
-    marker_key, outcome_key, refund_prefix, refunds_from, refused_key,
+    RefundRefused, RefundReport, RefundStatus, RefundView, asked_key, check_new_refund,
+    cleared_key, marker_key, outcome_key, refund_prefix, refunds_from, refused_key,
 };
 use crate::time::rfc3339;
 use crate::v2::api::{ErrCode, ReplyError};
-
-/// A refund as the admin routes answer it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RefundView {
-    pub refund_no: String,
-    pub amount: Fen,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub status: RefundStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refund_id: Option<String>,
-    /// RFC 3339.
-    pub requested_at: String,
-    /// RFC 3339, once WeChat says the money went back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub settled_at: Option<String>,
-}
-
-impl From<&Refund> for RefundView {
-    fn from(r: &Refund) -> Self {
-        RefundView {
-            refund_no: r.refund_no.clone(),
-            amount: r.amount,
-            reason: r.reason.clone(),
-            status: r.status,
-            refund_id: r.refund_id.clone(),
-            requested_at: rfc3339(r.requested_at),
-            settled_at: r.settled_at.map(rfc3339),
-        }
-    }
-}
 
 /// An order's refunds (one listing of its refund keys, then their records).
 pub(crate) async fn load_refunds<S: Store>(
@@ -80,6 +48,25 @@ pub(crate) async fn load_refunds<S: Store>(
         }
     }
     Ok(refunds_from(order_no, &entries))
+}
+
+/// A paid order's refunds, for its views: none without the order's refund marker (one read;
+/// most orders are never refunded).
+pub(crate) async fn refunds_for_view<S: Store>(
+    store: &S,
+    order: &Order,
+) -> Result<Vec<Refund>, ApiError> {
+    if order.status != crate::order::Status::Paid {
+        return Ok(Vec::new());
+    }
+    let marked = store
+        .get(&marker_key(&order.order_no))
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    match marked {
+        Some(_) => load_refunds(store, &order.order_no).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 struct RefundInput {
@@ -412,6 +399,22 @@ where
         );
         return Err(error);
     }
+    if env.clock.now_unix().saturating_sub(now) >= CHECK_DEADLINE_SECS {
+        // Reconcile may already count it abandoned: never send it.
+        let refused = RefundRefused {
+            message: "checking it took too long".into(),
+            at: now,
+        };
+        write_json(&env.store, &refused_key(order_no, refund_no), &refused).await?;
+        return Err(ApiError::new(
+            503,
+            "refund_check_timed_out",
+            format!(
+                "checking the refund {} took too long; it was not sent, ask again with a new refund_no",
+                quote(refund_no)
+            ),
+        ));
+    }
     write_json(&env.store, &cleared_key(order_no, refund_no), &now).await?;
     Ok(asked)
 }
@@ -496,52 +499,167 @@ where
     let Some(asked) = asked else {
         return unknown("a refund this app did not ask for");
     };
+    let answer = |recorded| match recorded {
+        Recorded::Applied => NotifyOutcome::Applied {
+            order_no: order_no.clone(),
+            transaction_id: report.refund_id.clone(),
+        },
+        Recorded::Duplicate => NotifyOutcome::Duplicate {
+            order_no: order_no.clone(),
+            transaction_id: report.refund_id.clone(),
+        },
+        Recorded::Alerted(reason) => NotifyOutcome::Alerted {
+            order_no: order_no.clone(),
+            reason,
+            recorded: true,
+        },
+    };
+    match record_report(&env.store, &asked, &report, now).await {
+        Ok(recorded) => (dialect.success(), answer(recorded)),
+        Err(e) => dialect.failed(e.message),
+    }
+}
+
+/// What recording a verified report about a refund did.
+enum Recorded {
+    /// Its status is now stored.
+    Applied,
+    /// It was stored already: nothing written.
+    Duplicate,
+    /// It names another amount than the refund's: an alert, not applied.
+    Alerted(String),
+}
+
+/// Records what WeChat verifiably reported about one of our refunds (`asked`, of the report's
+/// order): a fact per status, written once; another amount than asked is an alert for a
+/// person, never applied.
+async fn record_report<S: Store>(
+    store: &S,
+    asked: &RefundAsked,
+    report: &RefundReport,
+    now: u64,
+) -> Result<Recorded, ApiError> {
+    let order_no = &report.out_trade_no;
     if report.refund_fee != asked.amount {
-        // Validly made with our key, but not this refund's amount: a person must look.
         let alert = AlertFact {
             at: rfc3339(now),
             reason: format!(
-                "refund {} notified for {} fen, but {} fen was asked; not applied",
+                "refund {} reported for {} fen, but {} fen was asked; not applied",
                 report.refund_no, report.refund_fee, asked.amount
             ),
             transaction_id: Some(report.refund_id.clone()),
         };
-        if let Err(e) = write_json(&env.store, &alert.key(&order_no), &alert).await {
-            return dialect.failed(e.message);
+        write_json(store, &alert.key(order_no), &alert).await?;
+        return Ok(Recorded::Alerted(alert.reason));
+    }
+    let key = outcome_key(order_no, &report.refund_no, report.status);
+    if store
+        .get(&key)
+        .await
+        .map_err(|e| store_unavailable(&e))?
+        .is_some()
+    {
+        return Ok(Recorded::Duplicate);
+    }
+    write_json(store, &key, &RefundOutcome::of(report)).await?;
+    Ok(Recorded::Applied)
+}
+
+/// A refund recorded but never cleared or refused (its request stopped in between) is refused
+/// by reconcile after this long; its request refuses itself past [`CHECK_DEADLINE_SECS`], so
+/// the two never disagree.
+pub const ABANDONED_CHECK_SECS: u64 = 600;
+/// A request that took longer than this between recording a refund and clearing it refuses
+/// it instead.
+pub const CHECK_DEADLINE_SECS: u64 = 60;
+
+/// What reconcile did about one order's refunds.
+#[derive(Debug, Default)]
+pub(crate) struct RefundsReconciled {
+    /// Refunds asked about at WeChat.
+    pub checked: u64,
+    /// Refunds WeChat said ended (SUCCESS, CLOSED, ABNORMAL), now recorded.
+    pub settled: u64,
+    pub errors: Vec<String>,
+}
+
+/// Reconcile for a paid order's refunds: each cleared refund not yet SUCCESS or CLOSED is
+/// queried at WeChat and what WeChat says is recorded (a lost notification settled); a refund
+/// its request never checked is refused after [`ABANDONED_CHECK_SECS`].
+pub(crate) async fn reconcile_refunds<S, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    order: &Order,
+    now: u64,
+) -> RefundsReconciled
+where
+    S: Store,
+    T: Transport,
+    C: Clock,
+    N: Nonce,
+{
+    let mut done = RefundsReconciled::default();
+    let order_no = &order.order_no;
+    let refunds = match load_refunds(&env.store, order_no).await {
+        Ok(refunds) => refunds,
+        Err(e) => {
+            done.errors
+                .push(format!("{order_no} refunds: {}", e.message));
+            return done;
         }
-        return (
-            dialect.success(),
-            NotifyOutcome::Alerted {
-                order_no,
-                reason: alert.reason,
-                recorded: true,
-            },
-        );
-    }
-    let key = outcome_key(&order_no, &report.refund_no, report.status);
-    match env.store.get(&key).await {
-        Ok(Some(_)) => {
-            return (
-                dialect.success(),
-                NotifyOutcome::Duplicate {
-                    order_no,
-                    transaction_id: report.refund_id,
-                },
-            );
+    };
+    let wechat = Wechat::new(env, &env.config.merchant);
+    let open = |r: &&Refund| matches!(r.status, RefundStatus::Processing | RefundStatus::Abnormal);
+    for refund in refunds.iter().filter(open) {
+        let refund_no = &refund.refund_no;
+        if !refund.cleared {
+            if now.saturating_sub(refund.requested_at) >= ABANDONED_CHECK_SECS {
+                let refused = RefundRefused {
+                    message: "its request stopped before checking it; it was never sent".into(),
+                    at: now,
+                };
+                if let Err(e) =
+                    write_json(&env.store, &refused_key(order_no, refund_no), &refused).await
+                {
+                    done.errors
+                        .push(format!("{order_no} refund {refund_no}: {}", e.message));
+                }
+            }
+            continue;
         }
-        Ok(None) => {}
-        Err(e) => return dialect.failed(e.to_string()),
+        done.checked += 1;
+        let report = match wechat.query_refund(refund_no).await {
+            Ok(report) if report.out_trade_no == *order_no => report,
+            Ok(_) => {
+                done.errors.push(format!(
+                    "{order_no} refund {refund_no}: WeChat reports it for another order"
+                ));
+                continue;
+            }
+            Err(e) => {
+                done.errors
+                    .push(format!("{order_no} refund {refund_no}: {e}"));
+                continue;
+            }
+        };
+        if report.status == refund.status && refund.refund_id.is_some() {
+            continue;
+        }
+        let asked = RefundAsked {
+            refund_no: refund_no.clone(),
+            amount: refund.amount,
+            reason: refund.reason.clone(),
+            requested_at: refund.requested_at,
+        };
+        match record_report(&env.store, &asked, &report, now).await {
+            Ok(Recorded::Applied) if report.status != RefundStatus::Processing => done.settled += 1,
+            Ok(Recorded::Alerted(reason)) => done.errors.push(format!("{order_no}: {reason}")),
+            Ok(_) => {}
+            Err(e) => done
+                .errors
+                .push(format!("{order_no} refund {refund_no}: {}", e.message)),
+        }
     }
-    match write_json(&env.store, &key, &RefundOutcome::of(&report)).await {
-        Ok(()) => (
-            dialect.success(),
-            NotifyOutcome::Applied {
-                order_no,
-                transaction_id: report.refund_id,
-            },
-        ),
-        Err(e) => dialect.failed(e.message),
-    }
+    done
 }
 
 /// Whether a refusal means "busy, send the same again": SYSTEMERROR (APIv3's SYSTEM_ERROR,

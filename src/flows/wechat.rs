@@ -384,6 +384,40 @@ impl<'a, S: Store, T: Transport, C: Clock, N: Nonce> Wechat<'a, S, T, C, N> {
         }
     }
 
+    /// A refund's state at WeChat, by our refund number (one attempt).
+    pub async fn query_refund(
+        &self,
+        refund_no: &str,
+    ) -> Result<crate::refund::RefundReport, WechatError> {
+        let report = match self.v3() {
+            None => {
+                let request = crate::v2::refund::refund_query_request(
+                    self.merchant,
+                    refund_no,
+                    &fresh_nonce(self.nonce),
+                )
+                .map_err(WechatError::Request)?;
+                let body = post(self.transport, self.merchant, &request)
+                    .await
+                    .map_err(WechatError::Call)?;
+                crate::v2::refund::parse_refund_query_reply(self.merchant, &body, refund_no)
+                    .map_err(WechatError::Reply)?
+            }
+            Some(v3) => {
+                let url = crate::v3::refund::refund_query_url(refund_no);
+                let request = self.v3_request(v3, "GET", &url, String::new())?;
+                let reply = self.v3_send(v3, &request).await?;
+                crate::v3::refund::V3Refund::parse(&reply.body)
+                    .and_then(|r| r.report())
+                    .map_err(|e| WechatError::Untrusted(e.to_string()))?
+            }
+        };
+        if report.refund_no != refund_no {
+            return Err(WechatError::WrongOrder);
+        }
+        Ok(report)
+    }
+
     /// The order's state at WeChat (one attempt).
     pub async fn query(&self, order_no: &str) -> Result<OrderQuery, WechatError> {
         let Some(v3) = self.v3() else {
