@@ -1,6 +1,6 @@
 //! WeChat Pay APIv2 as the simulator plays it: `POST /_sim/pay/unifiedorder`, `/pay/orderquery`,
 //! `/pay/closeorder` (PROTOCOL.md "Unified order"), `/secapi/pay/refund` and `/pay/refundquery`
-//! (PROTOCOL.md "Refunds"; WeChat's refund rules are [`super::refunds`]').
+//! (PROTOCOL.md "Refunds"; WeChat's refund rules: [`super::refunds`]).
 //!
 //! Checks, in WeChat's order: a POST with a readable UTF-8 `<xml>` body; every required field
 //! present; the simulator's `mch_id` (whose key it knows); a known `sign_type` and a signature that

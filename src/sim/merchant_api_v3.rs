@@ -1,7 +1,7 @@
 //! WeChat Pay APIv3 as the simulator plays it (PROTOCOL.md "APIv3"):
 //! `POST /_sim/v3/pay/transactions/jsapi`, `GET /_sim/v3/pay/transactions/out-trade-no/{no}?mchid=`,
 //! `POST /_sim/v3/pay/transactions/out-trade-no/{no}/close`, and refunds (PROTOCOL.md
-//! "Refunds"; WeChat's rules are [`super::refunds`]'): `POST /_sim/v3/refund/domestic/refunds`,
+//! "Refunds"; WeChat's refund rules: [`super::refunds`]): `POST /_sim/v3/refund/domestic/refunds`,
 //! `GET /_sim/v3/refund/domestic/refunds/{out_refund_no}`.
 //!
 //! Checks our `Authorization` as WeChat does — the scheme, the simulator's `mchid`, the merchant
@@ -534,7 +534,7 @@ struct RefundAmount {
     currency: String,
 }
 
-/// The refund body's rules (formats; WeChat's business rules are [`refunds::ask`]'s).
+/// The refund body's rules (formats; WeChat's business rules: [`refunds::ask`]).
 fn check_refund(body: &[u8]) -> Result<RefundBody, Reply> {
     let text = std::str::from_utf8(body).map_err(|_| param_error("body is not UTF-8"))?;
     if text.chars().any(|c| c.len_utf8() == 4) {

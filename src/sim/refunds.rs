@@ -296,7 +296,7 @@ impl RefundRefused {
 /// Checks a refund as WeChat does and, for a new number, records it PROCESSING: the refund
 /// WeChat answers with (a number already used for this order and amount answers its refund as
 /// it stands).
-pub(super) async fn ask<S: Store, N: Nonce>(
+pub async fn ask<S: Store, N: Nonce>(
     store: &S,
     nonce_source: &N,
     now: u64,
