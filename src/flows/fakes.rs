@@ -230,6 +230,9 @@ pub struct FakeWechat {
     pub refunds: RefCell<BTreeMap<String, (String, u64)>>,
     /// Refund requests received, by `out_refund_no` (retries included).
     pub refund_requests: RefCell<BTreeMap<String, usize>>,
+    /// How a refund stands at WeChat when queried (both versions' word, e.g. `SUCCESS`);
+    /// `PROCESSING` when not set.
+    pub refund_states: RefCell<BTreeMap<String, &'static str>>,
 }
 
 pub const PAID_TIME_END: &str = "20240501160312";
@@ -247,6 +250,7 @@ impl FakeWechat {
             v3_listed: RefCell::new(vec![V3Signer::PLATFORM_CERT]),
             refunds: RefCell::default(),
             refund_requests: RefCell::default(),
+            refund_states: RefCell::default(),
         }
     }
 
@@ -278,16 +282,33 @@ impl FakeWechat {
                 Err("INVALID_REQUEST")
             };
         }
+        // A closed refund gave nothing back.
+        let states = self.refund_states.borrow();
         let refunded: u64 = refunds
-            .values()
-            .filter(|(no, _)| no == order_no)
-            .map(|(_, fee)| fee)
+            .iter()
+            .filter(|(refund_no, (no, _))| {
+                no == order_no && states.get(*refund_no) != Some(&"CLOSED")
+            })
+            .map(|(_, (_, fee))| fee)
             .sum();
         if refunded + refund_fee > trade.total_fee {
             return Err("INVALID_REQUEST");
         }
         refunds.insert(refund_no.to_owned(), (order_no.to_owned(), refund_fee));
         Ok(())
+    }
+
+    /// A refund WeChat made, as a query finds it: (out_trade_no, fee, total, status).
+    fn queried_refund(&self, refund_no: &str) -> Option<(String, u64, u64, &'static str)> {
+        let (order_no, fee) = self.refunds.borrow().get(refund_no).cloned()?;
+        let total = self.trades.borrow().get(&order_no)?.total_fee;
+        let status = self
+            .refund_states
+            .borrow()
+            .get(refund_no)
+            .copied()
+            .unwrap_or("PROCESSING");
+        Some((order_no, fee, total, status))
     }
 
     pub fn fault(&self, path: &'static str, fault: Fault) {
@@ -502,6 +523,25 @@ impl FakeWechat {
                 Err(code) => self.reply(&[], Some(&Fault::Refuse(code))),
             });
         }
+        if url.ends_with(crate::v2::refund::REFUND_QUERY_PATH) {
+            let refund_no = params["out_refund_no"].clone();
+            let Some((order_no, fee, total, status)) = self.queried_refund(&refund_no) else {
+                return ok(self.reply(&[], Some(&Fault::Refuse("REFUNDNOTEXIST"))));
+            };
+            let mut extra = vec![
+                ("out_trade_no", order_no),
+                ("total_fee", total.to_string()),
+                ("refund_count", "1".into()),
+                ("out_refund_no_0", refund_no.clone()),
+                ("refund_id_0", format!("5000{refund_no}")),
+                ("refund_fee_0", fee.to_string()),
+                ("refund_status_0", status.into()),
+            ];
+            if status == "SUCCESS" {
+                extra.push(("refund_success_time_0", "2024-05-01 17:00:00".into()));
+            }
+            return ok(self.reply(&extra, fault.as_ref()));
+        }
         if url.ends_with("/pay/closeorder") {
             if fault.is_some() {
                 return ok(self.reply(&[], fault.as_ref()));
@@ -569,6 +609,8 @@ pub const V3_QUERY: &str = "/v3/query";
 pub const V3_CLOSE: &str = "/v3/close";
 pub const V3_CERTIFICATES: &str = crate::v3::certificates::CERTIFICATES_PATH;
 pub const V3_REFUNDS: &str = crate::v3::refund::REFUNDS_PATH;
+/// The fault key of `GET /v3/refund/domestic/refunds/{out_refund_no}` (faults by refund number).
+pub const V3_REFUND_QUERY: &str = "/v3/refund/domestic/refunds/{out_refund_no}";
 
 /// The key and serial the fake WeChat signs its APIv3 replies with (the vectors' throw-away
 /// keys, `src/v3/testdata/`).
@@ -756,6 +798,8 @@ impl FakeWechat {
             )
         } else if path == V3_CERTIFICATES {
             (V3_CERTIFICATES, String::new())
+        } else if let Some(refund_no) = path.strip_prefix(&format!("{V3_REFUNDS}/")) {
+            (V3_REFUND_QUERY, refund_no.to_owned())
         } else if let Some(rest) = path.strip_prefix(tx_prefix) {
             match rest.strip_suffix("/close") {
                 Some(no) => (V3_CLOSE, no.to_owned()),
@@ -803,6 +847,22 @@ impl FakeWechat {
                     }
                     Err(code) => self.v3_error(400, code, timestamp, f),
                 })
+            }
+            V3_REFUND_QUERY => {
+                let refund_no = order_no;
+                let Some((order_no, fee, total, status)) = self.queried_refund(&refund_no) else {
+                    return Ok(self.v3_error(404, "RESOURCE_NOT_EXISTS", timestamp, f));
+                };
+                let mut reply = serde_json::json!({
+                    "refund_id": format!("5000{refund_no}"),
+                    "out_refund_no": refund_no, "out_trade_no": order_no,
+                    "status": status,
+                    "amount": {"refund": fee, "total": total},
+                });
+                if status == "SUCCESS" {
+                    reply["success_time"] = "2024-05-01T17:00:00+08:00".into();
+                }
+                Ok(self.v3_reply(200, reply.to_string(), timestamp, f))
             }
             V3_JSAPI => {
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();

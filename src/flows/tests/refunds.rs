@@ -347,3 +347,153 @@ fn apiv3_refunds_are_signed_requests_and_encrypted_notifications() {
     let (r, _) = block_on(refund_flows::notify(&w.notify_env(), &tampered));
     assert_eq!(r.status, 401);
 }
+
+/// The refunds as the user's order view and the admin's order record show them.
+fn views(w: &World, no: &str) -> (Value, Value) {
+    let user = w.get(no, OPENID);
+    assert_eq!(user.status, 200, "{user:?}");
+    let admin = w.admin("GET", &format!("/api/admin/orders/{no}"), Value::Null);
+    assert_eq!(admin.status, 200, "{admin:?}");
+    (user.json_body().unwrap(), admin.json_body().unwrap())
+}
+
+#[test]
+fn order_views_show_refunds_and_refunded_once_all_is_given_back() {
+    let w = World::new();
+    let no = paid(&w);
+    let (user, admin) = views(&w, &no);
+    assert_eq!(user["status"], "PAID");
+    assert!(user.get("refunds").is_none() && user.get("refunded_total").is_none());
+    assert!(admin.get("refunds").is_none());
+
+    let r = refund(&w, &no, json!({"amount": 1000, "refund_no": "R1", "reason": "坏了"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let (user, admin) = views(&w, &no);
+    assert_eq!(user["status"], "PAID");
+    assert_eq!(user["refunded_total"], 0);
+    assert_eq!(
+        user["refunds"],
+        json!([{"amount": 1000, "status": "PROCESSING", "requested_at": "2024-05-01T08:00:00Z"}]),
+        "the user sees amount, status and time, not our refund numbers or reasons"
+    );
+    assert_eq!(admin["status"], "PAID");
+    assert_eq!(admin["refunds"][0]["refund_no"], "R1");
+    assert_eq!(admin["refunds"][0]["reason"], "坏了");
+    assert_eq!(admin["refunds"][0]["refund_id"], "5000R1");
+
+    let (r, _) = refund_notify(&w, v2_refund_notification(&w.merchant, &no, "R1", 1000));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    w.clock.advance(61);
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 2980, "refund_no": "R2"})).status,
+        201
+    );
+    let (user, _) = views(&w, &no);
+    assert_eq!(user["status"], "PAID", "R2 is still PROCESSING");
+    assert_eq!(user["refunded_total"], 1000);
+    assert_eq!(user["refunds"][0]["settled_at"], "2024-05-01T09:00:00Z");
+
+    let (r, _) = refund_notify(&w, v2_refund_notification(&w.merchant, &no, "R2", 2980));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    let (user, admin) = views(&w, &no);
+    assert_eq!(user["status"], "REFUNDED");
+    assert_eq!(user["refunded_total"], 3980);
+    assert_eq!(admin["status"], "REFUNDED");
+    assert_eq!(admin["refunded_total"], 3980);
+    // The payment's facts are those of a paid order still.
+    assert_eq!(w.order(&no).status, Status::Paid);
+    assert_eq!(admin["transaction_id"], format!("4200{no}"));
+}
+
+fn reconcile(w: &World) -> Value {
+    let r = w.admin("POST", "/api/admin/reconcile", Value::Null);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json_body().unwrap()
+}
+
+#[test]
+fn reconcile_settles_a_refund_whose_notification_was_lost() {
+    let w = World::new();
+    let no = paid(&w);
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 3980, "refund_no": "R1"})).status,
+        201
+    );
+    // WeChat still processing: asked, nothing changes.
+    let report = reconcile(&w);
+    assert_eq!(
+        (report["refunds_checked"].clone(), report["refunds_settled"].clone()),
+        (json!(1), json!(0)),
+        "{report}"
+    );
+    assert_eq!(refunds_of(&w, &no)[0].status, RefundStatus::Processing);
+    // The refund went through; its notification never came.
+    w.wx.refund_states.borrow_mut().insert("R1".into(), "SUCCESS");
+    let report = reconcile(&w);
+    assert_eq!(report["refunds_settled"], 1, "{report}");
+    let refunds = refunds_of(&w, &no);
+    assert_eq!(refunds[0].status, RefundStatus::Success);
+    assert_eq!(refunds[0].settled_at, Some(1_714_554_000)); // 2024-05-01 17:00:00 +08:00
+    assert_eq!(views(&w, &no).0["status"], "REFUNDED");
+    // Settled refunds are not asked about again; the late notification is a duplicate.
+    assert_eq!(reconcile(&w)["refunds_checked"], 0);
+    let (r, outcome) = refund_notify(&w, v2_refund_notification(&w.merchant, &no, "R1", 3980));
+    assert_eq!(r.body, SUCCESS_REPLY.as_bytes());
+    assert!(matches!(outcome, notify::NotifyOutcome::Duplicate { .. }));
+}
+
+#[test]
+fn reconcile_refuses_a_refund_its_request_never_checked() {
+    let w = World::new();
+    let no = paid(&w);
+    // Recorded by a request that stopped before checking it (no CLEARED, no REFUSED).
+    let asked = crate::refund::RefundAsked {
+        refund_no: "R1".into(),
+        amount: Fen(3980),
+        reason: None,
+        requested_at: w.clock.now_unix(),
+    };
+    w.store
+        .data
+        .borrow_mut()
+        .insert(asked_key(&no, "R1"), serde_json::to_vec(&asked).unwrap());
+    w.store.data.borrow_mut().insert(marker_key(&no), b"1".to_vec());
+    w.clock.advance(refund_flows::ABANDONED_CHECK_SECS - 1);
+    assert_eq!(reconcile(&w)["refunds_checked"], 0);
+    assert_eq!(refunds_of(&w, &no).len(), 1, "not yet abandoned: it holds its money");
+    w.clock.advance(1);
+    reconcile(&w);
+    assert!(refunds_of(&w, &no).is_empty());
+    assert!(w.wx.refund_requests.borrow().is_empty(), "never sent");
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"})).status,
+        201
+    );
+}
+
+#[test]
+fn apiv3_reconcile_settles_a_lost_refund_notification() {
+    use super::v3::{V3Notification, create_v3, public_key_mode, v3_world};
+    let w = v3_world(public_key_mode());
+    let (no, _) = create_v3(&w);
+    w.wx.pay(&no, 3980);
+    let paid_now = V3Notification::default().request(&w, &no, |t| {
+        t["success_time"] = json!("2026-12-02T08:00:00+08:00");
+    });
+    assert_eq!(w.notify_request(&paid_now).0.status, 204);
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 1000, "refund_no": "R1"})).status,
+        201
+    );
+    w.wx.refund_states.borrow_mut().insert("R1".into(), "CLOSED");
+    let report = reconcile(&w);
+    assert_eq!(report["refunds_settled"], 1, "{report}");
+    let refunds = refunds_of(&w, &no);
+    assert_eq!(refunds[0].status, RefundStatus::Closed);
+    // A closed refund holds nothing: the whole total can still be refunded.
+    w.clock.advance(61);
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"})).status,
+        201
+    );
+}
