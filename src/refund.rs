@@ -96,6 +96,17 @@ pub struct Refund {
     /// WeChat), or WeChat reported on it. An uncleared refund is still being checked, or its
     /// request stopped between recording and checking it; it holds its money all the same.
     pub cleared: bool,
+    /// Every change: asked for (PROCESSING), then each status WeChat reported, by when this
+    /// app learned it.
+    pub events: Vec<RefundEvent>,
+}
+
+/// A change of a refund's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEvent {
+    pub status: RefundStatus,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 /// A refund as the admin routes answer it.
@@ -113,6 +124,8 @@ pub struct RefundView {
     /// RFC 3339, once WeChat says the money went back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settled_at: Option<String>,
+    /// `{"status", "at"}` (RFC 3339) for every change.
+    pub events: Vec<serde_json::Value>,
 }
 
 impl From<&Refund> for RefundView {
@@ -125,6 +138,11 @@ impl From<&Refund> for RefundView {
             refund_id: r.refund_id.clone(),
             requested_at: rfc3339(r.requested_at),
             settled_at: r.settled_at.map(rfc3339),
+            events: r
+                .events
+                .iter()
+                .map(|e| serde_json::json!({"status": e.status, "at": rfc3339(e.at)}))
+                .collect(),
         }
     }
 }
@@ -388,12 +406,16 @@ pub struct RefundOutcome {
     /// Unix seconds WeChat says it succeeded (SUCCESS only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_time: Option<u64>,
+    /// Unix seconds this app learned it.
+    #[serde(default)]
+    pub recorded_at: u64,
 }
 
 impl RefundOutcome {
-    /// The outcome a report records.
-    pub fn of(report: &RefundReport) -> RefundOutcome {
+    /// The outcome a report records, learned at `now`.
+    pub fn of(report: &RefundReport, now: u64) -> RefundOutcome {
         RefundOutcome {
+            recorded_at: now,
             refund_id: report.refund_id.clone(),
             success_time: report
                 .success_time
@@ -436,6 +458,10 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
             requested_at: asked.requested_at,
             settled_at: None,
             cleared: false,
+            events: vec![RefundEvent {
+                status: RefundStatus::Processing,
+                at: asked.requested_at,
+            }],
         })
         .collect();
     for refund in &mut refunds {
@@ -455,6 +481,12 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
                 continue;
             };
             refund.cleared = true;
+            if status != RefundStatus::Processing {
+                refund.events.push(RefundEvent {
+                    status,
+                    at: outcome.recorded_at,
+                });
+            }
             if rank(status) >= rank(refund.status) {
                 refund.status = status;
             }
@@ -465,6 +497,9 @@ pub fn refunds_from(order_no: &str, entries: &[(String, Vec<u8>)]) -> Vec<Refund
                 refund.settled_at = outcome.success_time;
             }
         }
+    }
+    for refund in &mut refunds {
+        refund.events.sort_by_key(|e| (e.at, rank(e.status)));
     }
     refunds.retain(|r| r.cleared || !has(refused_key(order_no, &r.refund_no)));
     refunds.sort_by(|a, b| (a.requested_at, &a.refund_no).cmp(&(b.requested_at, &b.refund_no)));
@@ -519,6 +554,7 @@ mod tests {
             requested_at: at,
             settled_at: None,
             cleared: true,
+            events: Vec::new(),
         }
     }
 
@@ -625,6 +661,7 @@ mod tests {
             let o = RefundOutcome {
                 refund_id: format!("5000{r}"),
                 success_time: time,
+                recorded_at: time.unwrap_or(60),
             };
             (outcome_key(no, r, status), serde_json::to_vec(&o).unwrap())
         };
@@ -659,6 +696,20 @@ mod tests {
                 requested_at: 10,
                 settled_at: Some(99),
                 cleared: true,
+                events: vec![
+                    RefundEvent {
+                        status: RefundStatus::Processing,
+                        at: 10,
+                    },
+                    RefundEvent {
+                        status: RefundStatus::Abnormal,
+                        at: 60,
+                    },
+                    RefundEvent {
+                        status: RefundStatus::Success,
+                        at: 99,
+                    },
+                ],
             },
             Refund {
                 refund_no: "r2".into(),
@@ -669,6 +720,16 @@ mod tests {
                 requested_at: 20,
                 settled_at: None,
                 cleared: true,
+                events: vec![
+                    RefundEvent {
+                        status: RefundStatus::Processing,
+                        at: 20,
+                    },
+                    RefundEvent {
+                        status: RefundStatus::Closed,
+                        at: 60,
+                    },
+                ],
             },
             Refund {
                 refund_no: "r3".into(),
@@ -679,6 +740,10 @@ mod tests {
                 requested_at: 30,
                 settled_at: None,
                 cleared: true,
+                events: vec![RefundEvent {
+                    status: RefundStatus::Processing,
+                    at: 30,
+                }],
             },
             Refund {
                 refund_no: "r5".into(),
@@ -689,6 +754,10 @@ mod tests {
                 requested_at: 50,
                 settled_at: None,
                 cleared: false,
+                events: vec![RefundEvent {
+                    status: RefundStatus::Processing,
+                    at: 50,
+                }],
             },
         ];
         assert_eq!(refunds_from(no, &entries), expected);

@@ -292,12 +292,17 @@ where
         requested_at: asked.requested_at,
         settled_at: None,
         cleared: true,
+        events: vec![crate::refund::RefundEvent {
+            status: RefundStatus::Processing,
+            at: asked.requested_at,
+        }],
     };
     match call_refund(&wechat, &env.clock, &prepared, &refund_no).await {
         RefundCall::Accepted(report) => {
             let outcome = RefundOutcome {
                 refund_id: report.refund_id.clone(),
                 success_time: report.success_time,
+                recorded_at: env.clock.now_unix(),
             };
             write_json(
                 &env.store,
@@ -305,6 +310,12 @@ where
                 &outcome,
             )
             .await?;
+            if report.status != RefundStatus::Processing {
+                refund.events.push(crate::refund::RefundEvent {
+                    status: report.status,
+                    at: outcome.recorded_at,
+                });
+            }
             refund.status = report.status;
             refund.refund_id = Some(report.refund_id);
             refund.settled_at = report.success_time;
@@ -316,6 +327,7 @@ where
             let outcome = RefundOutcome {
                 refund_id: String::new(),
                 success_time: None,
+                recorded_at: env.clock.now_unix(),
             };
             let key = outcome_key(order_no, &refund_no, RefundStatus::Closed);
             let _ = write_json(&env.store, &key, &outcome).await;
@@ -561,7 +573,7 @@ async fn record_report<S: Store>(
     {
         return Ok(Recorded::Duplicate);
     }
-    write_json(store, &key, &RefundOutcome::of(report)).await?;
+    write_json(store, &key, &RefundOutcome::of(report, now)).await?;
     Ok(Recorded::Applied)
 }
 

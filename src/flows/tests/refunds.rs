@@ -366,7 +366,11 @@ fn order_views_show_refunds_and_refunded_once_all_is_given_back() {
     assert!(user.get("refunds").is_none() && user.get("refunded_total").is_none());
     assert!(admin.get("refunds").is_none());
 
-    let r = refund(&w, &no, json!({"amount": 1000, "refund_no": "R1", "reason": "坏了"}));
+    let r = refund(
+        &w,
+        &no,
+        json!({"amount": 1000, "refund_no": "R1", "reason": "坏了"}),
+    );
     assert_eq!(r.status, 201, "{r:?}");
     let (user, admin) = views(&w, &no);
     assert_eq!(user["status"], "PAID");
@@ -388,7 +392,18 @@ fn order_views_show_refunds_and_refunded_once_all_is_given_back() {
         refund(&w, &no, json!({"amount": 2980, "refund_no": "R2"})).status,
         201
     );
-    let (user, _) = views(&w, &no);
+    let (user, admin) = views(&w, &no);
+    assert_eq!(
+        admin["refunds"][0]["events"],
+        json!([
+            {"status": "PROCESSING", "at": "2024-05-01T08:00:00Z"},
+            {"status": "SUCCESS", "at": "2024-05-01T08:00:00Z"}
+        ])
+    );
+    assert_eq!(
+        admin["refunds"][1]["events"],
+        json!([{"status": "PROCESSING", "at": "2024-05-01T08:01:01Z"}])
+    );
     assert_eq!(user["status"], "PAID", "R2 is still PROCESSING");
     assert_eq!(user["refunded_total"], 1000);
     assert_eq!(user["refunds"][0]["settled_at"], "2024-05-01T09:00:00Z");
@@ -422,13 +437,18 @@ fn reconcile_settles_a_refund_whose_notification_was_lost() {
     // WeChat still processing: asked, nothing changes.
     let report = reconcile(&w);
     assert_eq!(
-        (report["refunds_checked"].clone(), report["refunds_settled"].clone()),
+        (
+            report["refunds_checked"].clone(),
+            report["refunds_settled"].clone()
+        ),
         (json!(1), json!(0)),
         "{report}"
     );
     assert_eq!(refunds_of(&w, &no)[0].status, RefundStatus::Processing);
     // The refund went through; its notification never came.
-    w.wx.refund_states.borrow_mut().insert("R1".into(), "SUCCESS");
+    w.wx.refund_states
+        .borrow_mut()
+        .insert("R1".into(), "SUCCESS");
     let report = reconcile(&w);
     assert_eq!(report["refunds_settled"], 1, "{report}");
     let refunds = refunds_of(&w, &no);
@@ -457,10 +477,17 @@ fn reconcile_refuses_a_refund_its_request_never_checked() {
         .data
         .borrow_mut()
         .insert(asked_key(&no, "R1"), serde_json::to_vec(&asked).unwrap());
-    w.store.data.borrow_mut().insert(marker_key(&no), b"1".to_vec());
+    w.store
+        .data
+        .borrow_mut()
+        .insert(marker_key(&no), b"1".to_vec());
     w.clock.advance(refund_flows::ABANDONED_CHECK_SECS - 1);
     assert_eq!(reconcile(&w)["refunds_checked"], 0);
-    assert_eq!(refunds_of(&w, &no).len(), 1, "not yet abandoned: it holds its money");
+    assert_eq!(
+        refunds_of(&w, &no).len(),
+        1,
+        "not yet abandoned: it holds its money"
+    );
     w.clock.advance(1);
     reconcile(&w);
     assert!(refunds_of(&w, &no).is_empty());
@@ -485,7 +512,9 @@ fn apiv3_reconcile_settles_a_lost_refund_notification() {
         refund(&w, &no, json!({"amount": 1000, "refund_no": "R1"})).status,
         201
     );
-    w.wx.refund_states.borrow_mut().insert("R1".into(), "CLOSED");
+    w.wx.refund_states
+        .borrow_mut()
+        .insert("R1".into(), "CLOSED");
     let report = reconcile(&w);
     assert_eq!(report["refunds_settled"], 1, "{report}");
     let refunds = refunds_of(&w, &no);
