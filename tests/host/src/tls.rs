@@ -499,6 +499,17 @@ impl MtlsFake {
     /// the plain-http `upstream_origin` (`http://127.0.0.1:<port>`, e.g. a fake WeChat) and
     /// answering with its reply (502 if the upstream does not answer).
     pub async fn proxy(upstream_origin: &str) -> anyhow::Result<MtlsFake> {
+        Self::proxy_with(upstream_origin, false).await
+    }
+
+    /// [`Self::proxy`] that also serves clients without a certificate (recorded with
+    /// `client_cert: None`, as WeChat Pay serves its other APIs); a wrong certificate is still
+    /// refused.
+    pub async fn proxy_optional(upstream_origin: &str) -> anyhow::Result<MtlsFake> {
+        Self::proxy_with(upstream_origin, true).await
+    }
+
+    async fn proxy_with(upstream_origin: &str, optional: bool) -> anyhow::Result<MtlsFake> {
         let upstream: http::Uri = upstream_origin.parse()?;
         let authority = upstream
             .authority()
@@ -508,7 +519,7 @@ impl MtlsFake {
             upstream.scheme_str() == Some("http"),
             "the upstream must be plain http"
         );
-        Self::start(false, move |req| {
+        Self::start(optional, move |req| {
             let authority = authority.clone();
             async move {
                 forward(&authority, req)
@@ -731,6 +742,32 @@ mod tests {
             };
             assert!(err.contains(expected), "{text}\n→ {err}");
         }
+    }
+
+    #[test]
+    fn pem_files_as_openssl_pkcs12_writes_them_load() {
+        // `openssl pkcs12 -nokeys` / `-nocerts -nodes` put `Bag Attributes` text before each
+        // PEM block (README, "Client certificate for APIv2 refunds").
+        let (dir, ca) = pki_dir();
+        let client = ca.client_cert("1900000109").unwrap();
+        let bag = "Bag Attributes\n    localKeyID: 96 84 AD 11 D3 E0\nsubject=CN = 1900000109\nissuer=CN = unit CA\n";
+        std::fs::write(dir.0.join("cert.pem"), format!("{bag}{}", client.cert_pem)).unwrap();
+        std::fs::write(
+            dir.0.join("key.pem"),
+            format!("{bag}Key Attributes: <No Attributes>\n{}", client.key_pem),
+        )
+        .unwrap();
+        let certs = load_certs(&dir.0.join("cert.pem")).unwrap();
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0].as_ref(), client.cert_der().as_ref());
+        load_key(&dir.0.join("key.pem")).unwrap();
+        // An encrypted key (no `-nodes`) is not read.
+        std::fs::write(
+            dir.0.join("enc.pem"),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(load_key(&dir.0.join("enc.pem")).is_err());
     }
 
     #[test]

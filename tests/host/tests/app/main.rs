@@ -10,6 +10,8 @@ mod fake_v3;
 mod faults;
 mod flow;
 mod input;
+mod mtls;
 mod notify;
+mod refunds;
 mod support;
 mod v3;
