@@ -66,7 +66,23 @@ pub struct State {
     pub faults: HashMap<&'static str, VecDeque<&'static str>>,
     /// Requests whose `Authorization` did not verify (we must never send one).
     pub bad_requests: Vec<String>,
+    /// Refunds WeChat made, by `out_refund_no`: one per number, however often it is asked.
+    pub refunds: BTreeMap<String, FakeRefund>,
+    /// Refund requests received, by `out_refund_no` (retries included).
+    pub refund_requests: BTreeMap<String, usize>,
 }
+
+/// A refund as the fake WeChat made it.
+#[derive(Debug, Clone)]
+pub struct FakeRefund {
+    pub order_no: String,
+    pub amount: u64,
+    /// `PROCESSING`, `SUCCESS`, `CLOSED` or `ABNORMAL`.
+    pub status: &'static str,
+}
+
+/// How long the `timeout` fault holds a reply: past the app's 4 s first-byte timeout.
+pub const HELD_REPLY: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct FakeWechatV3 {
     pub server: FakeServer,
@@ -90,7 +106,13 @@ impl FakeWechatV3 {
         let shared = state.clone();
         let server = FakeServer::start(move |req| {
             let state = shared.clone();
-            async move { answer(&state, req) }
+            async move {
+                let (response, hold) = answer_held(&state, req);
+                if hold {
+                    tokio::time::sleep(HELD_REPLY).await;
+                }
+                response
+            }
         })
         .await
         .expect("fake WeChat starts");
@@ -158,6 +180,71 @@ impl FakeWechatV3 {
     }
 }
 
+impl FakeWechatV3 {
+    /// WeChat's refund notification (`REFUND.{status}`) of the refund `refund_no` as it was
+    /// made, after `edit` of the refund JSON, signed now.
+    pub fn refund_notification(
+        &self,
+        refund_no: &str,
+        status: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> (String, SignatureHeaders) {
+        let (refund, total) = {
+            let s = lock(&self.state);
+            let refund = s.refunds[refund_no].clone();
+            let total = s.trades[&refund.order_no].total;
+            (refund, total)
+        };
+        let mut json = refund_json(
+            refund_no,
+            &FakeRefund {
+                status: "SUCCESS",
+                ..refund
+            },
+        );
+        // A notification names the status `refund_status` (a reply `status`).
+        json.as_object_mut().unwrap().remove("status");
+        json["refund_status"] = status.into();
+        json["amount"]["total"] = total.into();
+        json["mchid"] = MCH_ID.into();
+        edit(&mut json);
+        let body = wxpay::v3::refund::refund_envelope(
+            &Secret::new(APIV3_KEY),
+            "abcdef012345",
+            &format!("EV-{refund_no}"),
+            "2026-12-01T20:10:01+08:00",
+            &format!("REFUND.{status}"),
+            &json.to_string(),
+        )
+        .unwrap();
+        let headers = self.sign(now(), body.as_bytes());
+        (body, headers)
+    }
+
+    /// How often `refund_no` was asked for.
+    pub fn refund_requests(&self, refund_no: &str) -> usize {
+        lock(&self.state)
+            .refund_requests
+            .get(refund_no)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A refund as APIv3 describes it (a reply, a query answer, a notification's plaintext).
+pub fn refund_json(refund_no: &str, r: &FakeRefund) -> Value {
+    let mut v = json!({
+        "refund_id": format!("5000{refund_no}"), "out_refund_no": refund_no,
+        "out_trade_no": r.order_no, "transaction_id": format!("4200{}", r.order_no),
+        "status": r.status,
+        "amount": {"refund": r.amount, "total": 0, "payer_total": 0, "payer_refund": r.amount},
+    });
+    if r.status == "SUCCESS" {
+        v["success_time"] = "2026-12-01T20:10:00+08:00".into();
+    }
+    v
+}
+
 fn sign_with(s: &State, timestamp: u64, body: &[u8]) -> SignatureHeaders {
     let (serial, pem) = s.signer.clone().expect("a signer");
     let key = MerchantKey::from_pem(&pem).unwrap();
@@ -186,6 +273,20 @@ pub fn transaction_json(order_no: &str, t: &Trade) -> Value {
         v["success_time"] = "2026-12-01T20:00:00+08:00".into();
     }
     v
+}
+
+/// [`answer`], and whether to hold the reply back ([`HELD_REPLY`]: the `timeout` fault of a
+/// refund, which WeChat makes all the same).
+fn answer_held(state: &Mutex<State>, req: RecordedRequest) -> (http::Response<bytes::Bytes>, bool) {
+    if req.path_and_query == wxpay::v3::refund::REFUNDS_PATH {
+        let mut s = lock(state);
+        if s.faults.get("refund").and_then(|f| f.front()) == Some(&"timeout") {
+            s.faults.get_mut("refund").unwrap().pop_front();
+            drop(s);
+            return (answer(state, req), true);
+        }
+    }
+    (answer(state, req), false)
 }
 
 /// WeChat Pay APIv3 (and jscode2session, which is not versioned).
@@ -270,6 +371,19 @@ fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<bytes::B
             .collect();
         return signed_response(&s, 200, json!({ "data": data }).to_string());
     }
+    if path == wxpay::v3::refund::REFUNDS_PATH {
+        return make_refund(&mut s, &req);
+    }
+    if let Some(refund_no) = path.strip_prefix(&format!("{}/", wxpay::v3::refund::REFUNDS_PATH)) {
+        return match s.refunds.get(refund_no).cloned() {
+            Some(r) => {
+                let mut json = refund_json(refund_no, &r);
+                json["amount"]["total"] = s.trades[&r.order_no].total.into();
+                signed_response(&s, 200, json.to_string())
+            }
+            None => signed_response(&s, 404, json!({"code": "RESOURCE_NOT_EXISTS"}).to_string()),
+        };
+    }
     let Some(rest) = path.strip_prefix(tx_prefix) else {
         panic!("the fake WeChat v3 has no {path}");
     };
@@ -290,6 +404,56 @@ fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<bytes::B
         Some(t) => signed_response(&s, 200, transaction_json(rest, &t).to_string()),
         None => signed_response(&s, 404, json!({"code": "ORDER_NOT_EXIST"}).to_string()),
     }
+}
+
+/// `POST /v3/refund/domestic/refunds`: counted, made once per number within the paid total
+/// (a `lost_reply` fault makes it, then answers 500 as if the reply were lost).
+fn make_refund(s: &mut State, req: &RecordedRequest) -> http::Response<bytes::Bytes> {
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    let refund_no = body["out_refund_no"].as_str().unwrap().to_owned();
+    let no = body["out_trade_no"].as_str().unwrap().to_owned();
+    let amount = body["amount"]["refund"].as_u64().unwrap();
+    *s.refund_requests.entry(refund_no.clone()).or_default() += 1;
+    let Some(trade) = s.trades.get(&no).cloned() else {
+        return signed_response(s, 404, json!({"code": "RESOURCE_NOT_EXISTS"}).to_string());
+    };
+    assert_eq!(body["amount"]["total"], trade.total);
+    assert_eq!(body["amount"]["currency"], "CNY");
+    assert_eq!(
+        body["notify_url"],
+        "https://shop.example.com/api/wxpay/refund-notify"
+    );
+    if trade.state != "SUCCESS" {
+        return signed_response(s, 400, json!({"code": "INVALID_REQUEST"}).to_string());
+    }
+    if let Some(made) = s.refunds.get(&refund_no).cloned() {
+        if made.amount != amount {
+            return signed_response(s, 400, json!({"code": "INVALID_REQUEST"}).to_string());
+        }
+    } else {
+        let held: u64 = s
+            .refunds
+            .values()
+            .filter(|r| r.order_no == no && r.status != "CLOSED")
+            .map(|r| r.amount)
+            .sum();
+        if held + amount > trade.total {
+            return signed_response(s, 400, json!({"code": "INVALID_REQUEST"}).to_string());
+        }
+        let refund = FakeRefund {
+            order_no: no.clone(),
+            amount,
+            status: "PROCESSING",
+        };
+        s.refunds.insert(refund_no.clone(), refund);
+    }
+    if s.faults.get("refund").and_then(|f| f.front()) == Some(&"lost_reply") {
+        s.faults.get_mut("refund").unwrap().pop_front();
+        return signed_response(s, 500, json!({"code": "SYSTEM_ERROR"}).to_string());
+    }
+    let mut json = refund_json(&refund_no, &s.refunds[&refund_no]);
+    json["amount"]["total"] = trade.total.into();
+    signed_response(s, 200, json.to_string())
 }
 
 /// The live app's variables for APIv3 against `wechat`. The private key is passed

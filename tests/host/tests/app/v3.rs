@@ -29,14 +29,14 @@ async fn live_app_v3(wechat: &FakeWechatV3, mode: KeyMode) -> TestApp {
     app.start().await.expect("app starts")
 }
 
-struct V3World {
-    wechat: Arc<FakeWechatV3>,
-    app: TestApp,
-    token: String,
+pub(crate) struct V3World {
+    pub(crate) wechat: Arc<FakeWechatV3>,
+    pub(crate) app: TestApp,
+    pub(crate) token: String,
 }
 
 impl V3World {
-    async fn new(mode: KeyMode) -> V3World {
+    pub(crate) async fn new(mode: KeyMode) -> V3World {
         let wechat = FakeWechatV3::start(mode).await;
         let app = live_app_v3(&wechat, mode).await;
         let put = req(
@@ -61,12 +61,12 @@ impl V3World {
         V3World { wechat, app, token }
     }
 
-    async fn send(&self, req: http::Request<String>) -> TestResponse {
+    pub(crate) async fn send(&self, req: http::Request<String>) -> TestResponse {
         self.app.request(req).await.expect("the app answers")
     }
 
     /// A created order: its number and pay params.
-    async fn create(&self) -> (String, Value) {
+    pub(crate) async fn create(&self) -> (String, Value) {
         let res = self
             .send(req(
                 "POST",
@@ -81,7 +81,7 @@ impl V3World {
         (no, body["pay_params"].clone())
     }
 
-    async fn status(&self, no: &str) -> String {
+    pub(crate) async fn status(&self, no: &str) -> String {
         let res = self
             .send(req(
                 "GET",
@@ -96,7 +96,7 @@ impl V3World {
             .to_owned()
     }
 
-    async fn admin_order(&self, no: &str) -> Value {
+    pub(crate) async fn admin_order(&self, no: &str) -> Value {
         let res = self
             .send(req(
                 "GET",
@@ -108,11 +108,11 @@ impl V3World {
         res.json().unwrap()
     }
 
-    async fn notify(&self, body: &str, headers: &SignatureHeaders) -> TestResponse {
+    pub(crate) async fn notify(&self, body: &str, headers: &SignatureHeaders) -> TestResponse {
         self.send(notify_request(body, headers)).await
     }
 
-    fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         self.wechat.assert_all_requests_verified();
         assert_no_secrets_logged(
             &self.app,
