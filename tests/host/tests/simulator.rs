@@ -413,3 +413,106 @@ async fn simulator_mode_with_a_live_credential_refuses_to_serve() {
         .unwrap();
     assert!(notify.text().contains("FAIL"), "{}", notify.text());
 }
+
+/// README "Quickstart" refund steps, request for request, on both versions: a paid order
+/// refunded through the admin route, WeChat's refund notification delivered by `/_sim/refund`
+/// as a burst of concurrent copies (the simulator's most, each acknowledged, one SUCCESS), and
+/// the order REFUNDED.
+#[tokio::test]
+async fn readme_refund_walkthrough_runs_on_both_versions() {
+    for (version, acknowledged) in [("v2", 200), ("v3", 204)] {
+        let app = TestApp::builder(MANIFEST)
+            .variable("wxpay_api_version", version)
+            .start()
+            .await
+            .expect("app starts");
+        let token = login(&app, &format!("refund-{version}")).await;
+        let created = json_of(&create_order(&app, &token).await);
+        let order_no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let res = app
+            .request(post_json(
+                "/_sim/pay",
+                None,
+                json!({"prepay_id": prepay_id(&created), "result": "SUCCESS"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(json_of(&res)["notified"], true, "{}", res.text());
+
+        let refunds_path = format!("/api/admin/orders/{order_no}/refunds");
+        let res = app
+            .request(post_json(
+                &refunds_path,
+                Some(SIM_ADMIN_TOKEN),
+                json!({"amount": 1, "reason": "demo refund"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status, 201, "{version}: {}", res.text());
+        let refund = json_of(&res);
+        assert_eq!(refund["status"], "PROCESSING", "{refund}");
+        let refund_no = refund["refund_no"].as_str().unwrap().to_owned();
+        // Over the paid total: refused before the simulator is asked.
+        let res = app
+            .request(post_json(
+                &refunds_path,
+                Some(SIM_ADMIN_TOKEN),
+                json!({"amount": 1}),
+            ))
+            .await
+            .unwrap();
+        assert!(res.status == 409 || res.status == 429, "{}", res.text());
+
+        let burst = wxpay::sim::user::MAX_BURST;
+        set_faults(&app, json!({"duplicate_notifications": burst})).await;
+        let res = app
+            .request(post_json(
+                "/_sim/refund",
+                None,
+                json!({"refund_no": refund_no, "result": "SUCCESS"}),
+            ))
+            .await
+            .unwrap();
+        let settled = json_of(&res);
+        let deliveries = settled["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), burst, "{settled}");
+        assert!(
+            deliveries.iter().all(|d| d["status"] == acknowledged),
+            "{version}: {settled}"
+        );
+        let user = json_of(
+            &app.request(get_with(&format!("/api/orders/{order_no}"), &token))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(user["status"], "REFUNDED", "{user}");
+        assert_eq!(user["refunded_total"], 1);
+        assert_eq!(user["refunds"][0]["status"], "SUCCESS");
+        let order = json_of(
+            &app.request(get_with(
+                &format!("/api/admin/orders/{order_no}"),
+                SIM_ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap(),
+        );
+        let successes = order["refunds"][0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["status"] == "SUCCESS")
+            .count();
+        assert_eq!(successes, 1, "{order}");
+        // Settled: WeChat will not settle it again.
+        let res = app
+            .request(post_json(
+                "/_sim/refund",
+                None,
+                json!({"refund_no": refund_no, "result": "SUCCESS"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status, 409, "{}", res.text());
+        assert!(app.host_errors().is_empty(), "{:?}", app.host_errors());
+    }
+}
