@@ -125,10 +125,12 @@ async fn call_refund<S: Store, T: Transport, C: Clock, N: Nonce>(
     prepared: &PreparedCall,
     refund_no: &str,
 ) -> RefundCall {
-    let pending = |why: String| {
+    // Busy (503) or unreachable (504), as the order route answers; either way it stays
+    // PROCESSING.
+    let pending = |status: u16, code: &'static str, why: String| {
         RefundCall::Unanswered(ApiError::new(
-            503,
-            "wechat_busy",
+            status,
+            code,
             format!(
                 "the refund {} is recorded as PROCESSING but WeChat Pay did not confirm it ({why}); \
                  retry with the same refund_no (WeChat refunds a number once), or let reconcile settle it",
@@ -136,7 +138,9 @@ async fn call_refund<S: Store, T: Transport, C: Clock, N: Nonce>(
             ),
         ))
     };
-    let mut last = pending("no attempt".into());
+    let busy = |why: String| pending(503, "wechat_busy", why);
+    let unreachable = |why: String| pending(504, "wechat_unreachable", why);
+    let mut last = busy("no attempt".into());
     let mut timeouts = 0;
     let started = clock.now_unix();
     for attempt in 0..UNIFIED_ORDER_ATTEMPTS {
@@ -154,18 +158,19 @@ async fn call_refund<S: Store, T: Transport, C: Clock, N: Nonce>(
             }
             Err(WechatError::Call(e @ CallError::Timeout)) => {
                 timeouts += 1;
-                last = pending(e.to_string());
+                last = unreachable(e.to_string());
                 if timeouts >= UNIFIED_ORDER_TIMEOUT_ATTEMPTS {
                     break;
                 }
             }
-            Err(WechatError::Call(e)) => last = pending(e.to_string()),
+            Err(WechatError::Call(e @ CallError::Unreachable)) => last = unreachable(e.to_string()),
+            Err(WechatError::Call(e)) => last = busy(e.to_string()),
             Err(WechatError::Reply(ReplyError::Refused {
                 err_code,
                 err_code_des,
             })) => {
                 if is_busy(&err_code) {
-                    last = pending(format!("{err_code}"));
+                    last = busy(format!("{err_code}"));
                     continue;
                 }
                 return RefundCall::Refused {

@@ -450,7 +450,7 @@ fn refund_resend_x_refund_notification() {
             }
             let req = Request::new(r#"{"amount":3980,"refund_no":"R1"}"#).with_bearer(ADMIN_TOKEN);
             let r = block_on(crate::flows::refunds::create(&w.admin_env(), &req, &no));
-            assert_eq!(r.status, 503, "{r:?}");
+            assert_eq!(r.status, 504, "{r:?}");
             (w, no)
         },
         handlers: |w, no, trace| {

@@ -208,3 +208,163 @@ async fn a_runtime_config_host_with_a_port_is_refused_at_start() {
     };
     assert!(err.contains("ports not currently supported"), "{err}");
 }
+
+// ---- APIv2 refunds over the client certificate -----------------------------------------------------
+
+/// The order of `order_tea`, paid: WeChat's notification acknowledged.
+async fn paid_tea(app: &TestApp, wechat: &FakeWechat) -> (String, String) {
+    let (token, res) = order_tea(app).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let order_no = res.json::<serde_json::Value>().unwrap()["order"]["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let notification = wechat.pay(&order_no, SignType::Md5);
+    let res = app
+        .request(
+            http::Request::post(crate::support::NOTIFY_PATH)
+                .body(notification)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(crate::support::is_success(&res), "{}", res.text());
+    (token, order_no)
+}
+
+fn refund_request(order_no: &str, body: serde_json::Value) -> http::Request<String> {
+    req(
+        "POST",
+        &format!("/api/admin/orders/{order_no}/refunds"),
+        Some(ADMIN_TOKEN),
+        body.to_string(),
+    )
+}
+
+fn refund_notify_request(body: String) -> http::Request<String> {
+    http::Request::post("/api/wxpay/refund-notify")
+        .header("content-type", "text/xml")
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiv2_refund_goes_out_with_the_client_certificate_and_settles_once() {
+    use crate::support::{is_success, refund_notification};
+    let (wechat, front) = wechat_behind_mtls().await;
+    // Both components that call WeChat Pay, as the README advises (Spin pools connections per
+    // host, not per component).
+    let config = front
+        .write_runtime_config(&["order", "admin"], ClientCert::Right)
+        .unwrap();
+    let app = start_app(&wechat, &front, Some(&config)).await.unwrap();
+    let (token, order_no) = paid_tea(&app, &wechat).await;
+
+    let res = app
+        .request(refund_request(
+            &order_no,
+            json!({"amount": 50, "refund_no": "RV2-1", "reason": "partial"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(
+        res.json::<serde_json::Value>().unwrap()["refund_id"],
+        "5000RV2-1"
+    );
+    let refund = front
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query == wxpay::v2::refund::REFUND_PATH)
+        .expect("the refund went through the mTLS front");
+    assert!(front.is_right_client_cert(&refund.client_cert));
+    assert_eq!(
+        wechat.refunds(),
+        [("RV2-1".to_owned(), (order_no.clone(), 50))].into()
+    );
+
+    // Refund notifications that do not decrypt with our key, or are another merchant's: FAIL,
+    // nothing written.
+    let kv = app.kv("default");
+    let before = kv.snapshot();
+    let good = refund_notification(&order_no, "RV2-1", 50, 199, MCH_ID, API_KEY);
+    let other_key = refund_notification(&order_no, "RV2-1", 50, 199, MCH_ID, &"0".repeat(32));
+    let foreign = refund_notification(&order_no, "RV2-1", 50, 199, "1999999999", API_KEY);
+    let tampered = good.replacen("<req_info><![CDATA[", "<req_info><![CDATA[AAAA", 1);
+    for (name, body) in [
+        ("another key", other_key),
+        ("another merchant", foreign),
+        ("tampered", tampered),
+    ] {
+        let res = app.request(refund_notify_request(body)).await.unwrap();
+        assert!(!is_success(&res), "{name}: {}", res.text());
+    }
+    assert_eq!(
+        kv.snapshot(),
+        before,
+        "a refused notification writes nothing"
+    );
+
+    // WeChat's notification 20 times at once: every copy SUCCESS, one SUCCESS event.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let app = app.clone();
+        let request = refund_notify_request(good.clone());
+        tasks.spawn(async move { app.request(request).await.unwrap() });
+    }
+    while let Some(res) = tasks.join_next().await {
+        let res = res.unwrap();
+        assert!(is_success(&res), "{}", res.text());
+    }
+    let res = app
+        .request(req(
+            "GET",
+            &format!("/api/admin/orders/{order_no}"),
+            Some(ADMIN_TOKEN),
+            String::new(),
+        ))
+        .await
+        .unwrap();
+    let order: serde_json::Value = res.json().unwrap();
+    assert_eq!(order["status"], "PAID", "a partial refund: {order}");
+    assert_eq!(order["refunded_total"], 50);
+    let events = order["refunds"][0]["events"].as_array().unwrap();
+    let successes = events.iter().filter(|e| e["status"] == "SUCCESS").count();
+    assert_eq!(successes, 1, "{order}");
+    assert_eq!(order["refunds"][0]["settled_at"], "2026-11-27T07:10:00Z");
+    wechat.assert_all_requests_verified();
+    assert_clean(&app, &token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiv2_refund_without_the_client_certificate_never_reaches_wechat() {
+    let (wechat, front) = wechat_behind_mtls().await;
+    // The certificate is the order component's only: the admin component's refund call is
+    // refused at the TLS layer.
+    let config = front
+        .write_runtime_config(&["order"], ClientCert::Right)
+        .unwrap();
+    let app = start_app(&wechat, &front, Some(&config)).await.unwrap();
+    let (token, order_no) = paid_tea(&app, &wechat).await;
+    let res = app
+        .request(refund_request(
+            &order_no,
+            json!({"amount": 199, "refund_no": "RV2-2"}),
+        ))
+        .await
+        .unwrap();
+    assert_error(&res, 504, "wechat_unreachable", "");
+    assert!(wechat.refunds().is_empty());
+    assert!(
+        wechat
+            .requests_to(wxpay::v2::refund::REFUND_PATH)
+            .is_empty()
+    );
+    // Recorded and holding its money until it is sent again or settled: never a second number.
+    let res = app
+        .request(refund_request(&order_no, json!({"amount": 1})))
+        .await
+        .unwrap();
+    assert!(res.status == 409 || res.status == 429, "{}", res.text());
+    assert_clean(&app, &token);
+}

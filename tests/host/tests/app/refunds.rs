@@ -174,7 +174,7 @@ async fn a_refund_whose_reply_timed_out_is_made_once_and_reconcile_settles_it() 
     let res = w
         .refund(&no, json!({"amount": 100, "refund_no": "RT1"}))
         .await;
-    assert_error(&res, 503, "wechat_busy", "RT1");
+    assert_error(&res, 504, "wechat_unreachable", "RT1");
     assert_eq!(w.wechat.refund_requests("RT1"), 2);
     assert_eq!(lock(&w.wechat.state).refunds.len(), 1);
     let order = w.admin_order(&no).await;

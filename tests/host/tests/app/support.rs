@@ -68,10 +68,13 @@ struct State {
     /// Requests whose signature did not verify (we must never send one).
     bad_requests: Vec<String>,
     next: u64,
+    /// Refunds made, by `out_refund_no`: (out_trade_no, refund_fee). One per number.
+    refunds: BTreeMap<String, (String, u64)>,
 }
 
 /// The fake WeChat: `/sns/jscode2session`, `/pay/unifiedorder`, `/pay/orderquery`,
-/// `/pay/closeorder`.
+/// `/pay/closeorder`, `/secapi/pay/refund` (one refund per `out_refund_no`, within the paid
+/// total; the client certificate is the business of an mTLS front, `tls::MtlsFake`).
 pub struct FakeWechat {
     pub server: FakeServer,
     state: Arc<Mutex<State>>,
@@ -177,6 +180,11 @@ impl FakeWechat {
         )
     }
 
+    /// The refunds made, by `out_refund_no`: (out_trade_no, refund_fee).
+    pub fn refunds(&self) -> BTreeMap<String, (String, u64)> {
+        lock(&self.state).refunds.clone()
+    }
+
     /// Requests to `path` received so far, in order.
     pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
         self.server
@@ -227,6 +235,38 @@ pub fn notification(
     }
     edit(&mut p);
     sign_reply(p, sign_type)
+}
+
+/// WeChat's APIv2 refund notification of `refund_no` (`refund_status` SUCCESS): the refund's
+/// fields encrypted into `req_info` with `api_key`, no `sign`.
+pub fn refund_notification(
+    order_no: &str,
+    refund_no: &str,
+    refund_fee: u64,
+    total_fee: u64,
+    mch_id: &str,
+    api_key: &str,
+) -> String {
+    let info = params(&[
+        ("out_trade_no", order_no),
+        ("transaction_id", "4200000000202611270000000001"),
+        ("out_refund_no", refund_no),
+        ("refund_id", &format!("5000{refund_no}")),
+        ("total_fee", &total_fee.to_string()),
+        ("refund_fee", &refund_fee.to_string()),
+        ("settlement_refund_fee", &refund_fee.to_string()),
+        ("refund_status", "SUCCESS"),
+        ("success_time", "2026-11-27 15:10:00"),
+        ("refund_recv_accout", "支付用户零钱"),
+        ("refund_request_source", "API"),
+    ]);
+    wxpay::v2::refund::refund_notification(
+        APPID,
+        mch_id,
+        "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        &info,
+        &Secret::new(api_key),
+    )
 }
 
 fn xml_response(body: String) -> http::Response<bytes::Bytes> {
@@ -377,6 +417,45 @@ async fn answer(state: &Mutex<State>, req: RecordedRequest) -> http::Response<by
                     envelope(&[("result_code", "SUCCESS")])
                 }
             },
+            "/secapi/pay/refund" => {
+                let refund_no = sent["out_refund_no"].clone();
+                let fee: u64 = sent["refund_fee"].parse().expect("integer refund_fee");
+                let refused = match s.ledger.get(&out_trade_no) {
+                    None => Some("ORDERNOTEXIST"),
+                    Some(t) if t.paid.is_none() => Some("TRADE_STATE_ERROR"),
+                    Some(t) if sent["total_fee"] != t.total_fee.to_string() => {
+                        Some("INVALID_REQUEST")
+                    }
+                    Some(t) => match s.refunds.get(&refund_no) {
+                        Some((_, made)) if *made != fee => Some("INVALID_REQUEST"),
+                        Some(_) => None,
+                        None => {
+                            let held: u64 = s
+                                .refunds
+                                .values()
+                                .filter(|(no, _)| *no == out_trade_no)
+                                .map(|(_, f)| f)
+                                .sum();
+                            (held + fee > t.total_fee).then_some("INVALID_REQUEST")
+                        }
+                    },
+                };
+                if let Some(code) = refused {
+                    drop(s);
+                    return xml_response(refuse(code));
+                }
+                s.refunds
+                    .entry(refund_no.clone())
+                    .or_insert((out_trade_no.clone(), fee));
+                envelope(&[
+                    ("result_code", "SUCCESS"),
+                    ("out_trade_no", &out_trade_no),
+                    ("out_refund_no", &refund_no),
+                    ("refund_id", &format!("5000{refund_no}")),
+                    ("refund_fee", &fee.to_string()),
+                    ("total_fee", &sent["total_fee"]),
+                ])
+            }
             other => panic!("the fake WeChat has no {other}"),
         }
     };
