@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use spin_test_host::TestApp;
 use spin_test_host::real_spin::{SpinUp, WireResponse, find_spin, spin_build, workspace_root};
+use spin_test_host::tls::{ClientCert, MtlsFake};
 use support::{ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET};
 use wxpay::v2::sign::SignType;
 use wxpay::v2::xml;
@@ -601,4 +602,211 @@ async fn test_host_sends_the_spin_headers_spin_sends() {
         .text();
     assert!(echo.contains("spin-path-match-order-no: ORD_123"), "{echo}");
     assert!(echo.contains("spin-path-match-mixed-case: v-1"), "{echo}");
+}
+
+// ---- Client certificates from the runtime config (`[[client_tls]]`) ------------------------------
+
+/// The live app with WeChat Pay (`wxpay_mch_api`) at `front` and `spin up` `args`.
+async fn up_behind_mtls(
+    spin: &std::path::Path,
+    wechat: &FakeWechat,
+    front: &MtlsFake,
+    args: &[&str],
+) -> anyhow::Result<SpinUp> {
+    let mut variables = live_variables(wechat, SignType::Md5);
+    for (name, value) in &mut variables {
+        if *name == "wxpay_mch_api" {
+            *value = front.origin();
+        }
+    }
+    let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spin_build(spin, &app_manifest()).expect("spin build");
+    SpinUp::start_with(spin, &app_manifest(), &variables, args).await
+}
+
+/// Puts `tea`, logs a user in (plain http), asks for an order; the answer.
+async fn order_tea(up: &SpinUp) -> WireResponse {
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let tea = json!({"name": "Oolong", "price": 199}).to_string();
+    let put = checked_request(
+        up,
+        "PUT",
+        "/api/admin/products/tea",
+        &[("authorization", &admin), JSON_TYPE],
+        tea,
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let login = checked_request(
+        up,
+        "POST",
+        "/api/login",
+        &[JSON_TYPE],
+        json!({"code": "u-alice-1"}).to_string(),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let token = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    checked_request(
+        up,
+        "POST",
+        "/api/orders",
+        &[("authorization", &token), JSON_TYPE],
+        json!({"sku": "tea", "quantity": 1}).to_string(),
+    )
+    .await
+}
+
+/// Spin presents the runtime config's client certificate for the component and host it names
+/// (paths relative to the file's directory, `ca_roots_file` as the only roots); without an
+/// entry, or without a certificate, the call fails and nothing reaches WeChat; a port in
+/// `hosts` stops `spin up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_from_the_runtime_config() {
+    let Some(spin) = spin_or_skip("client_tls_from_the_runtime_config") else {
+        return;
+    };
+    let wechat = FakeWechat::start().await;
+    let front = MtlsFake::proxy(&wechat.origin()).await.unwrap();
+
+    // (a) The right certificate for the order component: the order is made.
+    let config = front
+        .write_runtime_config(&["order"], ClientCert::Right)
+        .unwrap();
+    let config = config.to_str().unwrap();
+    let up = up_behind_mtls(&spin, &wechat, &front, &["--runtime-config-file", config])
+        .await
+        .expect("spin up");
+    let created = order_tea(&up).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.text(), up.output());
+    let order_no = created.json()["order"]["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(wechat.trade(&order_no).is_some());
+    let served = front.requests();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0].path_and_query, "/pay/unifiedorder");
+    assert!(front.is_right_client_cert(&served[0].client_cert));
+    assert!(
+        front.tls_failures().is_empty(),
+        "{:?}",
+        front.tls_failures()
+    );
+    assert_clean_output(&up);
+    drop(up);
+
+    // (b) No runtime config: Spin's default roots do not trust the fake's CA, so Spin ends the
+    // handshake before any certificate is asked for (it closes the connection without an
+    // alert the server reads: "tls handshake eof"; the test host's client sends UnknownCA).
+    let up = up_behind_mtls(&spin, &wechat, &front, &[])
+        .await
+        .expect("spin up");
+    let refused = order_tea(&up).await;
+    assert_eq!(refused.status, 504, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "wechat_unreachable");
+    assert_eq!(front.requests().len(), 1, "nothing more was served");
+    assert_eq!(wechat.requests_to("/pay/unifiedorder").len(), 1);
+    let failures = front.tls_failures();
+    assert!(
+        !failures.is_empty()
+            && failures
+                .iter()
+                .all(|f| f.contains("tls handshake eof") || f.contains("UnknownCA")),
+        "{failures:?}"
+    );
+    assert_clean_output(&up);
+    drop(up);
+
+    // An entry that trusts the server but presents no certificate: refused by the server.
+    let config = front
+        .write_runtime_config(&["order"], ClientCert::None)
+        .unwrap();
+    let config = config.to_str().unwrap();
+    let before = front.tls_failures().len();
+    let up = up_behind_mtls(&spin, &wechat, &front, &["--runtime-config-file", config])
+        .await
+        .expect("spin up");
+    let refused = order_tea(&up).await;
+    assert_eq!(refused.status, 504, "{}", refused.text());
+    assert_eq!(front.requests().len(), 1, "nothing more was served");
+    let failures = front.tls_failures();
+    assert!(
+        failures.len() > before
+            && failures[before..]
+                .iter()
+                .all(|f| f.contains("peer sent no certificates")),
+        "{failures:?}"
+    );
+    drop(up);
+
+    // `hosts` with a port: Spin 4.0.2 does not start.
+    let entry = front
+        .client_tls_entry(&["order"], ClientCert::Right)
+        .replace("hosts = [\"localhost\"]", "hosts = [\"localhost:443\"]");
+    let config = front.write_file(&entry).unwrap();
+    let config = config.to_str().unwrap();
+    let err = match up_behind_mtls(&spin, &wechat, &front, &["--runtime-config-file", config]).await
+    {
+        Ok(up) => panic!("spin up started:\n{}", up.output()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("ports not currently supported"), "{err}");
+}
+
+/// Spin 4.0.2 pools outbound connections per app by scheme and host, not per component: a
+/// connection the order component opened without a certificate carries the admin component's
+/// next request to the same host, so the admin's `[[client_tls]]` certificate is not presented
+/// (README: list every component that calls WeChat Pay, or turn pooling off). With
+/// `[outbound_http] connection_pooling = false` it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_are_pooled_across_components() {
+    let Some(spin) = spin_or_skip("outbound_connections_are_pooled_across_components") else {
+        return;
+    };
+    for (pooling, admin_presents_cert) in [
+        ("", false),
+        ("[outbound_http]\nconnection_pooling = false\n", true),
+    ] {
+        let wechat = FakeWechat::start().await;
+        let front = MtlsFake::proxy_optional(&wechat.origin()).await.unwrap();
+        let text = format!(
+            "{pooling}{}{}",
+            front.client_tls_entry(&["order"], ClientCert::None),
+            front.client_tls_entry(&["admin"], ClientCert::Right)
+        );
+        let config = front.write_file(&text).unwrap();
+        let config = config.to_str().unwrap();
+        let up = up_behind_mtls(&spin, &wechat, &front, &["--runtime-config-file", config])
+            .await
+            .expect("spin up");
+        let created = order_tea(&up).await;
+        assert_eq!(created.status, 201, "{}\n{}", created.text(), up.output());
+        // Reconcile: the admin component asks WeChat about the open order.
+        let admin = format!("Bearer {ADMIN_TOKEN}");
+        let reconciled = checked_request(
+            &up,
+            "POST",
+            "/api/admin/reconcile",
+            &[("authorization", &admin)],
+            String::new(),
+        )
+        .await;
+        assert_eq!(reconciled.status, 200, "{}", reconciled.text());
+        assert_eq!(reconciled.json()["checked"], 1, "{}", reconciled.text());
+        let served = front.requests();
+        let paths: Vec<&str> = served.iter().map(|r| r.path_and_query.as_str()).collect();
+        assert_eq!(paths, ["/pay/unifiedorder", "/pay/orderquery"]);
+        assert_eq!(
+            served[0].client_cert, None,
+            "the order component has no certificate"
+        );
+        assert_eq!(
+            front.is_right_client_cert(&served[1].client_cert),
+            admin_presents_cert,
+            "pooling {pooling:?}: the admin's orderquery came with {:?}",
+            served[1].client_cert.as_ref().map(|c| c.len())
+        );
+        assert_clean_output(&up);
+    }
 }
