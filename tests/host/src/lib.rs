@@ -309,7 +309,7 @@ impl TestAppBuilder {
             None => tls::ClientTlsConfigs::default(),
             Some(path) => read_runtime_config(path, &mut kv_labels)?,
         };
-        let kv = kv::KvStores::new(kv_labels.into_iter());
+        let kv = kv::KvStores::new(kv_labels);
         let resolver = SourceResolver::new(&manifest.dir, uses_cargo)?;
 
         // Like Spin: every component's store labels must be configured...

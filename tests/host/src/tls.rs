@@ -38,9 +38,16 @@
 //!   certificate under TLS 1.3 does so *after* the client's side of the handshake is complete,
 //!   so the client sees the server's alert while reading the response: `HttpProtocolError`
 //!   (`hyper_legacy_request_error`). This app maps both to 504 `wechat_unreachable`.
+//!   When the client refuses the server (untrusted CA), the server sees the connection end
+//!   without an alert ("tls handshake eof"), as `tests/real_spin.rs` observes.
 //! - ALPN offers `h2` and `http/1.1`. Spin's outbound HTTP clients (and their connection pool)
-//!   are per *app*, keyed by scheme and authority, not by component or TLS config
-//!   (`HttpClients`, `[outbound_http] connection_pooling`, default true).
+//!   are per *app* (`crates/factor-outbound-http/src/lib.rs`, `configure_app`), keyed by scheme
+//!   and authority, not by component or TLS config: a pooled connection opened by a component
+//!   without a certificate carries another component's later request to the same host without
+//!   one (`tests/real_spin.rs`, `outbound_connections_are_pooled_across_components`). Pooling is
+//!   on without an `[outbound_http]` table; `[outbound_http] connection_pooling = false` turns
+//!   it off (note: an `[outbound_http]` table *without* the key also turns it off, the serde
+//!   default of a `bool`; `crates/factor-outbound-http/src/runtime_config/spin.rs`).
 //!
 //! # What this host does
 //!
@@ -54,7 +61,8 @@
 //! with no matching entry, or with an entry that trusts no `ca_roots_file`, therefore fails the
 //! handshake with `TlsProtocolError`, and the host prints why
 //! (`[spin-test-host] ...: TLS handshake with ... failed: ...`, naming the missing roots).
-//! ALPN offers only `http/1.1`; connections are not pooled.
+//! ALPN offers only `http/1.1`; connections are not pooled (so the cross-component reuse above
+//! does not happen here).
 //!
 //! # Test helpers
 //!
