@@ -368,3 +368,27 @@ async fn an_apiv2_refund_without_the_client_certificate_never_reaches_wechat() {
     assert!(res.status == 409 || res.status == 429, "{}", res.text());
     assert_clean(&app, &token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_config_file_takes_store_labels_and_refuses_what_the_host_lacks() {
+    let (wechat, front) = wechat_behind_mtls().await;
+    // `[key_value_store.<label>]` beside `[[client_tls]]`: the app starts and orders.
+    let text = format!(
+        "[key_value_store.default]\ntype = \"spin\"\n\n{}",
+        front.client_tls_entry(&["order"], ClientCert::Right)
+    );
+    let config = front.write_file(&text).unwrap();
+    let app = start_app(&wechat, &front, Some(&config)).await.unwrap();
+    let (token, res) = order_tea(&app).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_clean(&app, &token);
+    // A table this host does not implement is named, not ignored.
+    let config = front
+        .write_file("[outbound_http]\nconnection_pooling = false\n")
+        .unwrap();
+    let err = match start_app(&wechat, &front, Some(&config)).await {
+        Ok(_) => panic!("started with an unsupported runtime config table"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("\"outbound_http\" is not supported"), "{err}");
+}
