@@ -36,7 +36,7 @@ use crate::flows::{
     Clock, HttpReply, MAX_REQUEST_BODY_BYTES, Nonce, OutboundRequest, Refusal, Request, Response,
     Store, StoreError, Transport, TransportError,
 };
-pub use crate::sim::link::{AllApis, LoginApi, SimApis};
+pub use crate::sim::link::{AllApis, LoginApi, PaymentApis, SimApis};
 use crate::sim::link::{Outbound, SimulatorLink};
 use crate::v3::verify::SignatureHeaders;
 

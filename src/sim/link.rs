@@ -57,7 +57,22 @@ impl SimApis for AllApis {
         sleep: &P,
         request: SimRequest<'_>,
     ) -> Option<Response> {
-        super::api(env, sleep, request).await
+        super::api::<_, _, _, _, _, true>(env, sleep, request).await
+    }
+}
+
+/// WeChat Pay's APIs without refunds, and WeChat's login: the order component's link (it
+/// never refunds, and so carries none of the simulator's refund code).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PaymentApis;
+
+impl SimApis for PaymentApis {
+    async fn serve<S: Store, C: Clock, N: Nonce, P: Sleep>(
+        env: &Env<S, (), C, N, SimConfig>,
+        sleep: &P,
+        request: SimRequest<'_>,
+    ) -> Option<Response> {
+        super::api::<_, _, _, _, _, false>(env, sleep, request).await
     }
 }
 

@@ -46,6 +46,11 @@ pub fn serves(path: &str) -> bool {
     .contains(&path)
 }
 
+/// Whether `path` is a refund route (refund, refundquery).
+pub fn is_refund(path: &str) -> bool {
+    path == REFUND || path == REFUND_QUERY
+}
+
 /// refundquery answers at most this many refunds of a trade per page (`offset` pages on).
 pub const REFUNDS_PER_QUERY_PAGE: usize = 10;
 
@@ -226,7 +231,7 @@ fn system_error<N: Nonce>(checked: &Checked, nonce_source: &N) -> Response {
 }
 
 /// One merchant API call (`path` is one of these routes: [`serves`]).
-pub async fn handle<S, T, C, N, P>(
+pub async fn handle<S, T, C, N, P, const REFUNDS: bool>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,
     path: &str,
@@ -268,8 +273,8 @@ where
     let checked_fields = match path {
         UNIFIED_ORDER => check_unified_order(&checked.params, env.clock.now_unix()),
         ORDER_QUERY => check_query(&checked.params),
-        REFUND => check_refund(&checked.params),
-        REFUND_QUERY => check_refund_query(&checked.params),
+        REFUND if REFUNDS => check_refund(&checked.params),
+        REFUND_QUERY if REFUNDS => check_refund_query(&checked.params),
         _ => check_close(&checked.params),
     };
     if let Err(refusal) = checked_fields {
@@ -292,8 +297,10 @@ where
     let reply = match path {
         UNIFIED_ORDER => unified_order(env, &checked, bad_signature).await,
         ORDER_QUERY => order_query(env, &checked, bad_signature).await,
-        REFUND => refund(env, &checked, bad_signature).await,
-        REFUND_QUERY => refund_query(env, &checked, bad_signature).await,
+        REFUND if REFUNDS => super::refund_route(refund(env, &checked, bad_signature)).await,
+        REFUND_QUERY if REFUNDS => {
+            super::refund_route(refund_query(env, &checked, bad_signature)).await
+        }
         _ => close_order(env, &checked, bad_signature).await,
     };
     if fault == ApiFault::Timeout {

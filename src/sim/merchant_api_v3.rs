@@ -56,6 +56,11 @@ pub fn serves(path: &str) -> bool {
         || refund_no_of_path(path).is_some()
 }
 
+/// Whether `path` is a refund route (refund, refund query).
+pub fn is_refund(path: &str) -> bool {
+    path == REFUNDS || refund_no_of_path(path).is_some()
+}
+
 /// The `{out_refund_no}` of `{REFUNDS}/{out_refund_no}`.
 fn refund_no_of_path(path: &str) -> Option<&str> {
     path.strip_prefix(REFUNDS)?.strip_prefix('/')
@@ -192,7 +197,7 @@ fn check_authorization(request: &SimRequest<'_>, signed_url: &str, now: u64) -> 
 }
 
 /// One APIv3 call. `request.path` is below `/_sim` (see [`serves`]).
-pub async fn handle<S, T, C, N, P>(
+pub async fn handle<S, T, C, N, P, const WITH_REFUNDS: bool>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,
     request: SimRequest<'_>,
@@ -218,7 +223,7 @@ where
     if fault == ApiFault::SystemError {
         return Reply::error(500, "SYSTEM_ERROR", "系统错误").signed(now, &env.nonce, fault);
     }
-    let reply = route(env, &request, path, now).await;
+    let reply = route::<_, _, _, _, WITH_REFUNDS>(env, &request, path, now).await;
     let response = reply.signed(now, &env.nonce, fault);
     if fault == ApiFault::Timeout {
         // Processed, but answered too late: the caller has given up and will retry.
@@ -227,7 +232,7 @@ where
     response
 }
 
-async fn route<S: Store, T, C, N: Nonce>(
+async fn route<S: Store, T, C, N: Nonce, const WITH_REFUNDS: bool>(
     env: &Env<S, T, C, N, SimConfig>,
     request: &SimRequest<'_>,
     path: &str,
@@ -239,15 +244,15 @@ async fn route<S: Store, T, C, N: Nonce>(
             _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用POST方法"),
         };
     }
-    if path == REFUNDS {
+    if WITH_REFUNDS && path == REFUNDS {
         return match request.method {
-            "POST" => refund(env, request.body, now).await,
+            "POST" => super::refund_route(refund(env, request.body, now)).await,
             _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用POST方法"),
         };
     }
-    if let Some(out_refund_no) = refund_no_of_path(path) {
+    if let Some(out_refund_no) = refund_no_of_path(path).filter(|_| WITH_REFUNDS) {
         return match request.method {
-            "GET" => refund_query(env, out_refund_no).await,
+            "GET" => super::refund_route(refund_query(env, out_refund_no)).await,
             _ => Reply::error(405, "METHOD_NOT_ALLOWED", "请使用GET方法"),
         };
     }

@@ -171,7 +171,7 @@ where
     if !env.config.enabled() {
         return not_found();
     }
-    if let Some(answer) = api(env, sleep, request).await {
+    if let Some(answer) = api::<_, _, _, _, _, true>(env, sleep, request).await {
         return answer;
     }
     let path = route_path(request.path);
@@ -210,7 +210,10 @@ where
 /// The routes that play WeChat's servers (jscode2session, unifiedorder, orderquery,
 /// closeorder, refund, refundquery, APIv3's JSAPI order, query, close, refund and refund query): what the app's own WeChat calls reach
 /// ([`link::SimulatorLink`]). `None` for any other path. Does not check the mode.
-pub async fn api<S, T, C, N, P>(
+///
+/// `REFUNDS` false leaves the refund routes out (`None`), so that a component that never
+/// refunds (the order component's link) does not carry their code.
+pub async fn api<S, T, C, N, P, const REFUNDS: bool>(
     env: &Env<S, T, C, N, SimConfig>,
     sleep: &P,
     request: SimRequest<'_>,
@@ -222,6 +225,9 @@ where
     P: Sleep,
 {
     let path = route_path(request.path);
+    if !REFUNDS && (merchant_api::is_refund(path) || merchant_api_v3::is_refund(path)) {
+        return None;
+    }
     Some(match path {
         login::JSCODE2SESSION => match request.method {
             "GET" => login::jscode2session(env, request.query).await,
@@ -229,13 +235,29 @@ where
         },
         path if merchant_api::serves(path) => {
             // WeChat answers a GET with REQUIRE_POST_METHOD in its own shape.
-            merchant_api::handle(env, sleep, path, request.method, request.body).await
+            merchant_api::handle::<_, _, _, _, _, REFUNDS>(
+                env,
+                sleep,
+                path,
+                request.method,
+                request.body,
+            )
+            .await
         }
         path if merchant_api_v3::serves(path) => {
-            merchant_api_v3::handle(env, sleep, request, path).await
+            merchant_api_v3::handle::<_, _, _, _, _, REFUNDS>(env, sleep, request, path).await
         }
         _ => return None,
     })
+}
+
+/// A refund route's future behind a pointer. An `async fn`'s state machine keeps the code of
+/// every future it awaits, even in a branch a `const` turns off; awaited as `dyn Future`, a
+/// refund handler is only built (and linked) where refunds are served (`api`'s `REFUNDS`).
+pub(crate) fn refund_route<'a, T>(
+    future: impl std::future::Future<Output = T> + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>> {
+    Box::pin(future)
 }
 
 /// The path below [`MOUNT`], without a query, fragment or trailing `/`.

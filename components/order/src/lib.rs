@@ -22,7 +22,8 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             Err(problems) => return Response::config_error(&problems),
         };
         let store = SpinStore::new();
-        let transport = spin::wechat_transport(config.merchant.mode, &store);
+        let transport =
+            spin::wechat_transport_to::<spin::PaymentApis>(config.merchant.mode, &store);
         let env = Env::new(&store, transport, SystemClock, OsRandom, config);
         match order_no {
             None => orders::create(&env, &incoming.request).await,
