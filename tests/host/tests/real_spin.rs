@@ -1,14 +1,17 @@
 //! The app under the released Spin (4.0.2): `spin build`, then `spin up` on the real
 //! `spin.toml` on free loopback ports, driven over HTTP like a user would.
 //!
-//! - The README Quickstart, word for word (its shell block run by `bash`, only `BASE` pointed at
-//!   the port), in simulator mode.
+//! - The README Quickstart, word for word (its shell blocks — payment, then refund — run by
+//!   `bash`, only `BASE` pointed at the port), in simulator mode, on APIv2 and APIv3.
 //! - Every route once in live mode against the tests' fake WeChat (`wxpay_mch_api` / `wx_api`
 //!   pointed at it), each with a request body, plus a HEAD request; every response's
 //!   `content-length` matches its body.
 //! - The APIv3 routes in live mode against the fake WeChat Pay APIv3 (`app/fake_v3.rs`): the
 //!   signed `Authorization` out, the `Wechatpay-*` reply headers in, a notification's
 //!   `Wechatpay-*` headers through Spin to the notify component.
+//! - Refunds: APIv3 in live mode (signed out, the refund notification's headers in); APIv2 with
+//!   the merchant's client certificate from `[[client_tls]]` (`--runtime-config-file`), and
+//!   what Spin 4.0.2 does with such entries and its connection pool.
 //! - The mini-program example's request sequence (`examples/miniprogram`), in simulator mode.
 //! - The `spin-*` headers Spin gives the fixture component, compared with the embedded test
 //!   host's for the same requests.
@@ -98,9 +101,18 @@ fn assert_fixed_length(res: &WireResponse, what: &str) {
 
 /// The Quickstart's client commands: the first ```sh block after "Then, in another terminal".
 fn quickstart_script(readme: &str) -> String {
+    sh_block_after(readme, "Then, in another terminal")
+}
+
+/// The Quickstart's refund steps: the first ```sh block after "Then refund the paid order".
+fn refund_script(readme: &str) -> String {
+    sh_block_after(readme, "Then refund the paid order")
+}
+
+fn sh_block_after(readme: &str, marker: &str) -> String {
     let after = readme
-        .split_once("Then, in another terminal")
-        .expect("README Quickstart's client commands")
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("README: {marker:?}"))
         .1;
     let block = after.split_once("```sh\n").expect("a ```sh block").1;
     block
@@ -128,7 +140,8 @@ async fn readme_quickstart_word_for_word() {
     // then encrypted JSON, acknowledged with 204.
     for (variables, acknowledged) in [(&[][..], 200), (&[("wxpay_api_version", "v3")][..], 204)] {
         let up = up(&spin, variables).await;
-        let script = quickstart_script(&readme);
+        // The payment steps, then the refund steps in the same shell (they use its variables).
+        let script = quickstart_script(&readme) + &refund_script(&readme);
         let base_line = "BASE=http://127.0.0.1:3000";
         assert!(script.contains(base_line), "{script}");
         let script = script.replace(base_line, &format!("BASE={}", up.base()));
@@ -144,14 +157,30 @@ async fn readme_quickstart_word_for_word() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stdout}\n{stderr}\n{}", up.output());
-        // Step 3 shows the simulator's answer: the notification was delivered and acknowledged.
-        let (paid, last) = stdout.trim_end().rsplit_once('\n').expect("two outputs");
+        // Step 3 shows the simulator's answer (pretty-printed JSON), then one line per step.
+        let lines: Vec<&str> = stdout.trim_end().lines().collect();
+        let [.., paid_status, refund, refund_notified, refunded] = lines[..] else {
+            panic!("{stdout}");
+        };
+        let paid = &stdout[..stdout.find(paid_status).unwrap()];
         let paid: Value = serde_json::from_str(paid).unwrap_or_else(|e| panic!("{e}: {stdout}"));
         assert_eq!(paid["notified"], true, "{paid}");
         assert_eq!(paid["result"], "SUCCESS");
         assert_eq!(paid["deliveries"][0]["status"], acknowledged, "{paid}");
-        // Step 4 prints what the README says it prints.
-        assert_eq!(last, "\"PAID\"", "{stdout}");
+        // Steps 4-7 print what the README says they print.
+        assert_eq!(paid_status, "\"PAID\"", "{stdout}");
+        let refund: Value =
+            serde_json::from_str(refund).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(
+            (&refund["amount"], &refund["status"]),
+            (&json!(1), &json!("PROCESSING"))
+        );
+        assert_eq!(refund_notified, acknowledged.to_string(), "{stdout}");
+        let readme_says = readme
+            .lines()
+            .find(|l| l.starts_with("# {\"status\":\"REFUNDED\""))
+            .expect("the README shows step 7's output");
+        assert_eq!(format!("# {refunded}"), readme_says, "{stdout}");
 
         // The admin token the README gives for simulator mode.
         let products = up
@@ -287,6 +316,34 @@ async fn every_v3_route_in_live_mode() {
     )
     .await;
     assert_eq!(paid.json()["status"], "PAID");
+    // A refund: signed out, the fake's signed reply read back through Spin; then WeChat's
+    // REFUND.SUCCESS with its Wechatpay-* headers to the refund-notify route.
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    wechat.pay(&orders[1]);
+    let refunded = call(
+        "POST",
+        &format!("/api/admin/orders/{}/refunds", orders[1]),
+        &[("authorization", &admin), JSON_TYPE],
+        json!({"amount": 100, "refund_no": "RS1"}).to_string(),
+    )
+    .await;
+    assert_eq!(refunded.status, 201, "{}\n{}", refunded.text(), up.output());
+    assert_eq!(refunded.json()["refund_id"], "5000RS1");
+    let (body, signature) = wechat.refund_notification("RS1", "SUCCESS", |_| {});
+    let headers = signature.to_headers();
+    let mut wire: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    wire.push(JSON_TYPE);
+    let notified = call("POST", "/api/wxpay/refund-notify", &wire, body).await;
+    assert_eq!(notified.status, 204, "{}\n{}", notified.text(), up.output());
+    let order = call(
+        "GET",
+        &format!("/api/admin/orders/{}", orders[1]),
+        &[("authorization", &admin)],
+        String::new(),
+    )
+    .await;
+    assert_eq!(order.json()["refunded_total"], 100, "{}", order.text());
+    assert_eq!(order.json()["refunds"][0]["status"], "SUCCESS");
     wechat.assert_all_requests_verified();
     assert_clean_output(&up);
 }
@@ -752,6 +809,75 @@ async fn client_tls_from_the_runtime_config() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("ports not currently supported"), "{err}");
+}
+
+/// An APIv2 refund under Spin with the README's runtime config: both components that call
+/// WeChat Pay in the `[[client_tls]]` entry, so the refund goes out with the merchant's
+/// certificate whichever pooled connection carries it; the refund notification settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiv2_refund_through_spins_client_tls() {
+    let Some(spin) = spin_or_skip("an_apiv2_refund_through_spins_client_tls") else {
+        return;
+    };
+    let wechat = FakeWechat::start().await;
+    let front = MtlsFake::proxy(&wechat.origin()).await.unwrap();
+    let config = front
+        .write_runtime_config(&["order", "admin"], ClientCert::Right)
+        .unwrap();
+    let config = config.to_str().unwrap();
+    let up = up_behind_mtls(&spin, &wechat, &front, &["--runtime-config-file", config])
+        .await
+        .expect("spin up");
+    let created = order_tea(&up).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.text(), up.output());
+    let order_no = created.json()["order"]["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let notification = wechat.pay(&order_no, SignType::Md5);
+    let paid = checked_request(&up, "POST", "/api/wxpay/notify", &[], notification).await;
+    assert!(paid.text().contains("SUCCESS"), "{}", paid.text());
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let refunded = checked_request(
+        &up,
+        "POST",
+        &format!("/api/admin/orders/{order_no}/refunds"),
+        &[("authorization", &admin), JSON_TYPE],
+        json!({"amount": 199, "refund_no": "RS2", "reason": "sold out"}).to_string(),
+    )
+    .await;
+    assert_eq!(refunded.status, 201, "{}\n{}", refunded.text(), up.output());
+    let served = front.requests();
+    let refund = served
+        .iter()
+        .find(|r| r.path_and_query == wxpay::v2::refund::REFUND_PATH)
+        .unwrap_or_else(|| panic!("no refund through the front: {served:?}"));
+    assert!(front.is_right_client_cert(&refund.client_cert));
+    assert!(
+        served
+            .iter()
+            .all(|r| front.is_right_client_cert(&r.client_cert))
+    );
+    let notified = checked_request(
+        &up,
+        "POST",
+        "/api/wxpay/refund-notify",
+        &[],
+        support::refund_notification(&order_no, "RS2", 199, 199, MCH_ID, API_KEY),
+    )
+    .await;
+    assert!(notified.text().contains("SUCCESS"), "{}", notified.text());
+    let order = checked_request(
+        &up,
+        "GET",
+        &format!("/api/admin/orders/{order_no}"),
+        &[("authorization", &admin)],
+        String::new(),
+    )
+    .await;
+    assert_eq!(order.json()["status"], "REFUNDED", "{}", order.text());
+    wechat.assert_all_requests_verified();
+    assert_clean_output(&up);
 }
 
 /// Spin 4.0.2 pools outbound connections per app by scheme and host, not per component: a
