@@ -196,22 +196,27 @@ fn a_refused_refund_holds_no_money() {
     );
 }
 
+/// Records a refund as a request does before checking it (no CLEARED, no REFUSED yet).
+fn record_unchecked(w: &World, no: &str, refund_no: &str, amount: u64) {
+    let asked = crate::refund::RefundAsked {
+        refund_no: refund_no.into(),
+        amount: Fen(amount),
+        reason: None,
+        requested_at: w.clock.now_unix(),
+    };
+    w.store.data.borrow_mut().insert(
+        asked_key(no, refund_no),
+        serde_json::to_vec(&asked).unwrap(),
+    );
+}
+
 /// A refund recorded by a request that has not (yet) checked it is never sent by another
 /// request; one refused after it was recorded (it lost a race) keeps its number unused.
 #[test]
 fn only_the_recording_request_clears_a_refund_for_wechat() {
     let w = World::new();
     let no = paid(&w);
-    let asked = crate::refund::RefundAsked {
-        refund_no: "R1".into(),
-        amount: Fen(100),
-        reason: None,
-        requested_at: w.clock.now_unix(),
-    };
-    w.store
-        .data
-        .borrow_mut()
-        .insert(asked_key(&no, "R1"), serde_json::to_vec(&asked).unwrap());
+    record_unchecked(&w, &no, "R1", 100);
     let r = refund(&w, &no, json!({"amount": 100, "refund_no": "R1"}));
     assert_eq!((r.status, code(&r)), (503, "refund_being_checked".into()));
     assert!(w.wx.refunds.borrow().is_empty());
@@ -467,16 +472,7 @@ fn reconcile_refuses_a_refund_its_request_never_checked() {
     let w = World::new();
     let no = paid(&w);
     // Recorded by a request that stopped before checking it (no CLEARED, no REFUSED).
-    let asked = crate::refund::RefundAsked {
-        refund_no: "R1".into(),
-        amount: Fen(3980),
-        reason: None,
-        requested_at: w.clock.now_unix(),
-    };
-    w.store
-        .data
-        .borrow_mut()
-        .insert(asked_key(&no, "R1"), serde_json::to_vec(&asked).unwrap());
+    record_unchecked(&w, &no, "R1", 3980);
     w.store
         .data
         .borrow_mut()
