@@ -1,11 +1,12 @@
 //! `admin` component: `/api/admin/...` → [`wxpay::flows::admin::handle`] (catalog, order
-//! records, reconcile; `Authorization: Bearer <admin_token>`), and `GET /api/health` →
+//! records, refunds, reconcile; `Authorization: Bearer <admin_token>`), and `GET /api/health` →
 //! [`wxpay::flows::health::health`].
 //!
 //! Health lives here because it must read every variable to report every problem, and admin
 //! already holds the merchant credentials; spin.toml therefore declares all variables for this
-//! component. Reaches WeChat Pay (reconcile queries and closes orders; in simulator mode the
-//! simulator in-process).
+//! component. Reaches WeChat Pay (refunds — APIv2's over the merchant's client certificate,
+//! which Spin presents from the runtime config's `[[client_tls]]`; reconcile queries and closes
+//! orders and queries refunds; in simulator mode the simulator in-process).
 
 use wxpay::flows::{AdminFlowConfig, Env, Response, admin, health};
 use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SystemClock};

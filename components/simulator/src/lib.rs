@@ -1,12 +1,13 @@
 //! `simulator` component: `/_sim/...` → [`wxpay::sim::handle`], the embedded WeChat Pay
-//! simulator (jscode2session, APIv2's unifiedorder / orderquery / closeorder, APIv3's JSAPI
-//! order / query / close, the user paying through `POST /_sim/pay`, fault injection through
-//! `/_sim/faults`).
+//! simulator (jscode2session, APIv2's unifiedorder / orderquery / closeorder / refund /
+//! refundquery, APIv3's JSAPI order / query / close / refund / refund query, the user paying
+//! through `POST /_sim/pay`, WeChat finishing a refund through `POST /_sim/refund`, fault
+//! injection through `/_sim/faults`).
 //!
 //! Reads `wxpay_mode` and `wxpay_sign_type`: in live mode (or with an invalid mode) every route
-//! answers 404. Keeps its state in KV under `sim:`; reaches nothing: `POST /_sim/pay` delivers
-//! the payment notification to the notify route's flow in-process
-//! ([`wxpay::sim::link::NotifyLink`]), on the same store.
+//! answers 404. Keeps its state in KV under `sim:`; reaches nothing: `POST /_sim/pay` and
+//! `POST /_sim/refund` deliver their notifications to the notify and refund-notify flows
+//! in-process ([`wxpay::sim::link::NotifyLink`]), on the same store.
 
 use wxpay::flows::{Env, Response};
 use wxpay::sim::link::NotifyLink;
