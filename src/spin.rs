@@ -4,7 +4,7 @@
 //!
 //! | port | here |
 //! |---|---|
-//! | [`Store`] | [`SpinStore`]: Spin KV, store `default`, opened lazily at most once per request |
+//! | [`Store`] | [`SpinStore`]: Spin KV, store `default`, opened once per instance (Spin 4 reuses instances) and again after a failed operation |
 //! | [`Transport`] | [`wechat_transport`]: [`SpinTransport`] (`wasi:http` `client.send`, connect / first-byte timeouts) in live mode, the simulator in-process in simulator mode |
 //! | [`VariableSource`] | [`SpinVariables`]: every variable read once per instance, cached |
 //! | [`Clock`] | [`SystemClock`]: the wall clock |
@@ -15,8 +15,9 @@
 //! converts the answer. Nothing here prints or returns a URL, a request body, a secret, a token
 //! or an openid.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,12 +46,21 @@ use crate::v3::verify::SignatureHeaders;
 /// The KV store every component that keeps state uses (declare it in `key_value_stores`).
 pub const STORE_LABEL: &str = "default";
 
-/// Spin KV as [`Store`]. Opened on first use, so a failed open reaches the flow as a
-/// [`StoreError`] and is answered the way the flow answers any store failure (503
-/// `store_unavailable`, or FAIL to a notification) instead of a component-made error.
+thread_local! {
+    /// The store an earlier request of this instance opened. Opening costs a round trip to the
+    /// backend (Spin 4.0.2 sends Redis a PING on every open), and Spin 4 reuses an instance for
+    /// many requests, so a store is opened once per instance — and again after an operation on
+    /// it failed, so an outage of the backend is not remembered past its end.
+    static OPENED: RefCell<Option<Rc<key_value::Store>>> = const { RefCell::new(None) };
+}
+
+/// Spin KV as [`Store`]. Opened on first use (or taken from the instance's earlier requests),
+/// so a failed open reaches the flow as a [`StoreError`] and is answered the way the flow
+/// answers any store failure (503 `store_unavailable`, or FAIL to a notification) instead of a
+/// component-made error.
 #[derive(Default)]
 pub struct SpinStore {
-    store: OnceCell<key_value::Store>,
+    store: OnceCell<Rc<key_value::Store>>,
 }
 
 impl SpinStore {
@@ -63,10 +73,26 @@ impl SpinStore {
         if let Some(store) = self.store.get() {
             return Ok(store);
         }
-        let opened = key_value::Store::open(STORE_LABEL)
-            .await
-            .map_err(|e| kv_error("open", &e))?;
-        Ok(self.store.get_or_init(|| opened))
+        let store = match OPENED.with_borrow(Clone::clone) {
+            Some(store) => store,
+            None => {
+                let opened = key_value::Store::open(STORE_LABEL)
+                    .await
+                    .map_err(|e| kv_error("open", &e))?;
+                let opened = Rc::new(opened);
+                OPENED.with_borrow_mut(|cached| *cached = Some(opened.clone()));
+                opened
+            }
+        };
+        Ok(self.store.get_or_init(|| store))
+    }
+
+    /// An operation's result; after a failure the next request opens the store again.
+    fn checked<T>(op: &str, result: Result<T, key_value::Error>) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            OPENED.with_borrow_mut(|cached| *cached = None);
+            kv_error(op, &e)
+        })
     }
 }
 
@@ -78,28 +104,23 @@ fn kv_error(op: &str, e: &key_value::Error) -> StoreError {
 impl Store for SpinStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let store = self.open().await?;
-        store.get(key).await.map_err(|e| kv_error("get", &e))
+        Self::checked("get", store.get(key).await)
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let store = self.open().await?;
-        store.set(key, value).await.map_err(|e| kv_error("set", &e))
+        Self::checked("set", store.set(key, value).await)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let store = self.open().await?;
-        store.delete(key).await.map_err(|e| kv_error("delete", &e))
+        Self::checked("delete", store.delete(key).await)
     }
 
     /// Spin KV lists every key (`get-keys` stream); the prefix is filtered here.
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let store = self.open().await?;
-        let mut keys = store
-            .get_keys()
-            .await
-            .collect()
-            .await
-            .map_err(|e| kv_error("get_keys", &e))?;
+        let mut keys = Self::checked("get_keys", store.get_keys().await.collect().await)?;
         keys.retain(|k| k.starts_with(prefix));
         Ok(keys)
     }

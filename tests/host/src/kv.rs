@@ -54,6 +54,8 @@ pub enum KvOpKind {
     Exists,
     /// `get-keys`
     GetKeys,
+    /// `open` (the key is the store's label): what a Redis backend pays a round trip for.
+    Open,
 }
 
 /// One operation a guest performed on a store.
@@ -250,6 +252,7 @@ impl KvStore {
                 KvOpKind::Delete => "delete",
                 KvOpKind::Exists => "exists",
                 KvOpKind::GetKeys => return Err(Error::Other("injected failure: get-keys".into())),
+                KvOpKind::Open => "open",
             };
             return Err(Error::Other(format!("injected failure: {op} {key}")));
         }
@@ -336,9 +339,13 @@ impl wit::HostStoreWithStore for KvData {
             let Some(store) = view.ctx.stores.get(&label) else {
                 return Ok(Err(Error::NoSuchStore));
             };
+            let component = view.ctx.component_id.as_str();
+            if let Err(e) = store.guest_op(component, KvOpKind::Open, &label, |_| ()) {
+                return Ok(Err(e));
+            }
             let open = OpenStore {
                 store: store.clone(),
-                component: view.ctx.component_id.as_str().into(),
+                component: component.into(),
             };
             Ok(Ok(view.table.push(open)?))
         })

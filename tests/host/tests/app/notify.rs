@@ -262,3 +262,35 @@ async fn notify_route_answers_xml_to_everything() {
     let _: Value = res.json().unwrap();
     w.assert_logs_clean();
 }
+
+/// Opening the store costs a round trip to the backend (Spin 4.0.2 PINGs Redis on every open),
+/// so a component opens it once per instance, not per request, and again after a failed
+/// operation (a backend outage is not remembered past its end).
+#[tokio::test]
+async fn the_store_is_opened_once_per_instance_and_again_after_a_failure() {
+    let (w, order_no) = one_order().await;
+    let notification = paid_notification(&order_no, |_| {});
+    let kv = w.app.kv("default");
+    let opens = || {
+        kv.ops()
+            .iter()
+            .filter(|op| op.component == "notify" && op.kind == KvOpKind::Open)
+            .count()
+    };
+    for _ in 0..10 {
+        assert!(is_success(&w.notify(notification.clone()).await));
+    }
+    let instances = w.app.instances_created("notify").unwrap() as usize;
+    assert!(
+        instances < 10,
+        "instances are reused ({instances} for 10 requests)"
+    );
+    assert_eq!(opens(), instances, "one open per instance");
+    // A failed read: that request answers FAIL, the next one opens the store again.
+    kv.fail_gets_matching("order:", KvFailure::Times(1));
+    assert!(is_fail(&w.notify(notification.clone()).await));
+    assert!(is_success(&w.notify(notification.clone()).await));
+    let instances = w.app.instances_created("notify").unwrap() as usize;
+    assert_eq!(opens(), instances + 1, "reopened after the failure");
+    w.assert_logs_clean();
+}

@@ -25,7 +25,11 @@ async fn store_is_shared_between_components_requests_and_the_test() -> anyhow::R
 
     let ops = app.kv("default").ops();
     assert_eq!(ops[0].component, "fixture");
-    assert_eq!(ops[0].kind, KvOpKind::Set);
+    assert_eq!(
+        (ops[0].kind, ops[0].key.as_str()),
+        (KvOpKind::Open, "default")
+    );
+    assert_eq!(ops[1].kind, KvOpKind::Set);
     assert!(
         ops.iter()
             .any(|op| op.component == "fixture-b" && op.kind == KvOpKind::Delete)
