@@ -71,7 +71,69 @@ pub fn judge(report: &PaymentReport, merchant: &MerchantConfig, order: Option<&O
     Verdict::Apply(trade.clone())
 }
 
+/// Whether a verified report repeats the payment already recorded for its order (`paid`, the
+/// order's payment fact): ours (appid, merchant id), a successful payment, the same
+/// transaction. Such a report is a duplicate whatever else the order holds — the payment was
+/// judged in full (amount included) when it was recorded — so the notify route answers it from
+/// that one fact, without reading the order (one store round trip).
+pub fn repeats_recorded_payment(
+    report: &PaymentReport,
+    merchant: &MerchantConfig,
+    paid: &crate::ledger::PaidFact,
+) -> bool {
+    report.call_failed.is_none()
+        && report.appid == merchant.appid
+        && report.mchid == merchant.mch_id
+        && report
+            .payment
+            .as_ref()
+            .is_ok_and(|trade| trade.transaction_id == paid.transaction_id)
+}
+
 /// A received value quoted in an alert: bounded, so a hostile field cannot bloat the record.
 pub(crate) fn short(value: &str) -> &str {
     cut_to_bytes(value, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ApiVersion, Signing};
+    use crate::ledger::PaidFact;
+    use crate::money::Fen;
+    use crate::v2::sign::SignType;
+
+    #[test]
+    fn only_our_successful_report_of_the_recorded_transaction_repeats_it() {
+        let merchant = MerchantConfig::simulator_for(SignType::Md5, ApiVersion::V2, Signing::Signs);
+        let paid = PaidFact {
+            transaction_id: "4200000001".into(),
+            paid_at: "2024-05-01T08:03:12Z".into(),
+        };
+        let report = PaymentReport {
+            call_failed: None,
+            appid: merchant.appid.clone(),
+            mchid: merchant.mch_id.clone(),
+            payment: Ok(PaidTrade {
+                transaction_id: "4200000001".into(),
+                total_fee: Fen(3980),
+                time_end: "20240501160312".into(),
+            }),
+        };
+        assert!(repeats_recorded_payment(&report, &merchant, &paid));
+        let changed = |edit: fn(&mut PaymentReport)| {
+            let mut r = report.clone();
+            edit(&mut r);
+            repeats_recorded_payment(&r, &merchant, &paid)
+        };
+        assert!(!changed(|r| r.call_failed = Some("FAIL".into())));
+        assert!(!changed(|r| r.appid = "wx0000000000000000".into()));
+        assert!(!changed(|r| r.mchid = "1999999999".into()));
+        assert!(!changed(|r| r.payment = Err("trade_state NOTPAY".into())));
+        assert!(!changed(|r| {
+            if let Ok(trade) = &mut r.payment {
+                trade.transaction_id = "4200000002".into();
+            }
+        }));
+    }
 }

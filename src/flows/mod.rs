@@ -702,6 +702,19 @@ async fn load_order<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>
     Ok(Some(facts.apply_to(base)))
 }
 
+/// [`load_order`] when its payment fact was read already (`paid`).
+async fn load_order_with_paid<S: Store>(
+    store: &S,
+    order_no: &str,
+    paid: Option<PaidFact>,
+) -> Result<Option<Order>, ApiError> {
+    let Some(base) = read_base(store, order_no).await? else {
+        return Ok(None);
+    };
+    let facts = read_facts_after(store, order_no, &base, paid).await?;
+    Ok(Some(facts.apply_to(base)))
+}
+
 /// [`load_order`] with every fact, alerts included (the admin view: lists keys).
 async fn load_order_with_alerts<S: Store>(
     store: &S,
@@ -743,6 +756,16 @@ async fn read_base<S: Store>(store: &S, order_no: &str) -> Result<Option<Order>,
 /// The payment and, unless paid, the closing.
 async fn read_facts<S: Store>(store: &S, order_no: &str, base: &Order) -> Result<Facts, ApiError> {
     let paid: Option<PaidFact> = read_json(store, &ledger::paid_key(order_no)).await?;
+    read_facts_after(store, order_no, base, paid).await
+}
+
+/// [`read_facts`] given the payment fact.
+async fn read_facts_after<S: Store>(
+    store: &S,
+    order_no: &str,
+    base: &Order,
+    paid: Option<PaidFact>,
+) -> Result<Facts, ApiError> {
     let closed = if paid.is_some() || base.status.is_terminal() {
         None
     } else {

@@ -10,12 +10,13 @@
 
 use super::wechat::keys_for;
 use super::{
-    Clock, Env, JSON, Refusal, Request, Response, Store, load_order, record_learned, write_json,
+    Clock, Env, JSON, Refusal, Request, Response, Store, load_order_with_paid, read_json,
+    record_learned, write_json,
 };
 use crate::config::MerchantConfig;
-use crate::ledger::AlertFact;
+use crate::ledger::{AlertFact, PaidFact, paid_key};
 use crate::order::{Trigger, valid_out_trade_no};
-use crate::payment::{PaymentReport, Verdict, judge};
+use crate::payment::{PaymentReport, Verdict, judge, repeats_recorded_payment};
 use crate::time::{parse_beijing_compact, parse_rfc3339_offset, rfc3339};
 use crate::v2::notify::{NotifyError, SUCCESS_REPLY, check_sign_type, fail_reply};
 use crate::v2::sign::SignType;
@@ -261,7 +262,24 @@ where
     };
     let order_no = n.order_no.clone();
     let order = if valid_out_trade_no(&order_no) {
-        match load_order(&env.store, &order_no).await {
+        // The payment fact first: WeChat repeats a notification until it hears success, often
+        // several times at once, and a repeat is answered from this one read.
+        let paid: Option<PaidFact> = match read_json(&env.store, &paid_key(&order_no)).await {
+            Ok(paid) => paid,
+            Err(e) => return dialect.failed(e.message),
+        };
+        if let Some(paid) = &paid
+            && repeats_recorded_payment(&n.report, merchant, paid)
+        {
+            return (
+                dialect.success(),
+                NotifyOutcome::Duplicate {
+                    order_no,
+                    transaction_id: n.transaction_id,
+                },
+            );
+        }
+        match load_order_with_paid(&env.store, &order_no, paid).await {
             Ok(order) => order,
             Err(e) => return dialect.failed(e.message),
         }

@@ -294,3 +294,38 @@ async fn the_store_is_opened_once_per_instance_and_again_after_a_failure() {
     assert_eq!(opens(), instances + 1, "reopened after the failure");
     w.assert_logs_clean();
 }
+
+/// WeChat repeats a notification until it hears success, often several copies at once: a
+/// repeat of a recorded payment is answered from one store read (the payment fact), and a
+/// status poll of a paid order reads the base record, the payment and the refunds marker.
+#[tokio::test]
+async fn store_reads_of_a_duplicate_notification_and_a_poll() {
+    let (w, order_no) = one_order().await;
+    let notification = paid_notification(&order_no, |_| {});
+    let kv = w.app.kv("default");
+    assert!(is_success(&w.notify(notification.clone()).await));
+    let token = w.login("alice").await;
+    let ops = |kv: &spin_test_host::KvStore| -> Vec<(KvOpKind, String)> {
+        kv.ops()
+            .into_iter()
+            .filter(|op| op.kind != KvOpKind::Open)
+            .map(|op| (op.kind, op.key.replace(&order_no, "{no}")))
+            .collect()
+    };
+    kv.clear_ops();
+    assert!(is_success(&w.notify(notification.clone()).await));
+    assert_eq!(ops(&kv), [(KvOpKind::Get, "order:{no}:paid".to_owned())]);
+    kv.clear_ops();
+    let res = w.get_order(&token, &order_no).await;
+    assert_eq!(res.status, 200);
+    let get = |key: &str| (KvOpKind::Get, key.to_owned());
+    assert_eq!(
+        ops(&kv),
+        [
+            get("order:{no}"),
+            get("order:{no}:paid"),
+            get("order:{no}:refunds")
+        ]
+    );
+    w.assert_logs_clean();
+}
