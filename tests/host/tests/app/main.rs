@@ -6,6 +6,7 @@
 //! contains a key, a secret, a token, the session_key or a full openid.
 
 mod admin;
+mod contract;
 mod fake_v3;
 mod faults;
 mod flow;
