@@ -1,4 +1,4 @@
-//! Typed, validated configuration from a `name -> value` source (DESIGN.md §5).
+//! Typed, validated configuration from a `name -> value` source (docs/ARCHITECTURE.md §5).
 //!
 //! Each Spin component can read only the variables it declares, so configuration loads in
 //! independent sections ([`MerchantConfig`], [`LoginConfig`], [`SessionConfig`],

@@ -1,7 +1,7 @@
 //! Sans-IO core of spin-wxpay: WeChat Pay APIv2 and APIv3 for mini programs.
 //!
 //! Builds and parses bytes and decides state transitions; callers (the Spin components, the
-//! tests) perform the I/O. See `DESIGN.md` §3.
+//! tests) perform the I/O. See `docs/ARCHITECTURE.md` §3.
 
 pub mod config;
 pub mod flows;

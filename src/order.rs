@@ -1,9 +1,9 @@
 //! The order record, its statuses and events, the catalog entry, and the transition table
-//! (DESIGN.md §4, §6).
+//! (docs/ARCHITECTURE.md §4, §6).
 //!
 //! Everything here is deterministic given its inputs: no clock, no randomness. Times (`at`) and
 //! random bytes are passed in, so two handlers that apply the same verified notification to the
-//! same stored record produce byte-identical records (Spin KV has no transactions; DESIGN.md §4).
+//! same stored record produce byte-identical records (Spin KV has no transactions; docs/ARCHITECTURE.md §4).
 
 use std::fmt;
 
@@ -26,7 +26,7 @@ pub const ORDER_KEY_PREFIX: &str = "order:";
 /// KV key prefix of catalog entries.
 pub const PRODUCT_KEY_PREFIX: &str = "product:";
 
-/// Largest quantity of one order line (DESIGN.md §6: 1..=999).
+/// Largest quantity of one order line (docs/ARCHITECTURE.md §6: 1..=999).
 pub const MAX_QUANTITY: u32 = 999;
 /// WeChat's `body` and `attach` are at most 127 (bytes, to be safe; PROTOCOL.md).
 pub const MAX_BODY_BYTES: usize = 127;
@@ -36,7 +36,7 @@ pub const MAX_ATTACH_BYTES: usize = 127;
 pub const MAX_SKU_LEN: usize = 32;
 /// WeChat's `prepay_id` is at most 64 characters.
 pub const MAX_PREPAY_ID_LEN: usize = 64;
-/// `GET /api/orders/{no}` asks WeChat at most this often per order (DESIGN.md §1.5).
+/// `GET /api/orders/{no}` asks WeChat at most this often per order (docs/ARCHITECTURE.md §1.5).
 pub const QUERY_THROTTLE_SECS: u64 = 5;
 
 /// `order:{order_no}`. Callers validate `order_no` first ([`valid_out_trade_no`] excludes `:`).
@@ -299,7 +299,7 @@ impl Trigger {
 }
 
 /// Every allowed transition; anything not listed is refused. The two rows leaving a terminal
-/// status are WeChat's authoritative word that the order was paid after all (DESIGN.md §4):
+/// status are WeChat's authoritative word that the order was paid after all (docs/ARCHITECTURE.md §4):
 /// they are taken and an alert is recorded.
 pub const TRANSITIONS: &[(Status, TriggerKind, Status)] = &[
     (
@@ -476,7 +476,7 @@ impl Product {
 
 // ---- The order record ---------------------------------------------------------------------------
 
-/// The stored order, JSON under `order:{order_no}`. It is also the admin view (DESIGN.md §6:
+/// The stored order, JSON under `order:{order_no}`. It is also the admin view (docs/ARCHITECTURE.md §6:
 /// the order plus openid, prepay_id and events). Never sent to the mini program: see
 /// [`OrderView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -772,7 +772,7 @@ impl Order {
     }
 }
 
-/// The order as the mini program sees it (DESIGN.md §6 "Order").
+/// The order as the mini program sees it (docs/ARCHITECTURE.md §6 "Order").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub order_no: String,

@@ -1,4 +1,4 @@
-//! Refunds (DESIGN.md §10, PROTOCOL.md "Refunds"), the same for both API versions: a refund as
+//! Refunds (docs/ARCHITECTURE.md §10, PROTOCOL.md "Refunds"), the same for both API versions: a refund as
 //! the app keeps it beside its order, the rules checked before WeChat is asked, and what WeChat
 //! reports about a refund (a notification or a query), read by `v2::refund` / `v3::refund`.
 //!

@@ -1,7 +1,7 @@
 //! Stateless session tokens: `POST /api/login` hands one out, every user route checks it.
 //!
 //! A token binds an openid to an expiry with HMAC-SHA256 under the `session_secret`, so the
-//! backend needs no session store and the openid never comes from the client (DESIGN.md §1).
+//! backend needs no session store and the openid never comes from the client (docs/ARCHITECTURE.md §1).
 //!
 //! Format, version 1 (ASCII, at most [`MAX_TOKEN_LEN`] bytes):
 //!

@@ -1,4 +1,4 @@
-//! The Spin adapters (cargo feature `spin`, DESIGN.md §3): the ports of [`crate::flows`] on
+//! The Spin adapters (cargo feature `spin`, docs/ARCHITECTURE.md §3): the ports of [`crate::flows`] on
 //! spin-sdk 6.0, plus the request/response plumbing every component shares, so that each
 //! component stays a thin adapter (read the request, build the [`Env`], call one flow, answer).
 //!
@@ -781,7 +781,7 @@ pub fn describe_notify(outcome: &NotifyOutcome) -> (&'static str, Vec<(&'static 
     }
 }
 
-/// The request's log line: one JSON object (DESIGN.md §6: never a secret, token, body or full
+/// The request's log line: one JSON object (docs/ARCHITECTURE.md §6: never a secret, token, body or full
 /// openid). `order_no` comes from the handler's fields, the route's `:order_no`, or a created
 /// order in the answer.
 fn log(

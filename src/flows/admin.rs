@@ -1,4 +1,4 @@
-//! `/api/admin/...` (DESIGN.md §6): the catalog, order records and reconciliation. Every route
+//! `/api/admin/...` (docs/ARCHITECTURE.md §6): the catalog, order records and reconciliation. Every route
 //! needs `Authorization: Bearer <admin_token>`.
 
 use serde::Serialize;
@@ -364,7 +364,7 @@ enum Settled {
     Failed(String),
 }
 
-/// `POST /api/admin/reconcile`: settles every open order with WeChat (DESIGN.md §4: WeChat is
+/// `POST /api/admin/reconcile`: settles every open order with WeChat (docs/ARCHITECTURE.md §4: WeChat is
 /// the source of truth; an order is closed at WeChat before it is closed here). One order's
 /// failure does not stop the others.
 pub async fn reconcile<S, T, C, N>(

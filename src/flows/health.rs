@@ -1,5 +1,5 @@
 //! `GET /api/health`: mode, WeChat Pay API version, app version and every configuration problem
-//! (DESIGN.md §5, §6).
+//! (docs/ARCHITECTURE.md §5, §6).
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! `POST /api/login` (DESIGN.md §1.1; PROTOCOL.md "Mini program login"): exchanges a
+//! `POST /api/login` (docs/ARCHITECTURE.md §1.1; PROTOCOL.md "Mini program login"): exchanges a
 //! `wx.login()` code for the user's openid and answers a session token.
 //!
 //! The request URL carries the app secret: it is never logged or put in an answer, and neither

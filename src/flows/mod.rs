@@ -1,4 +1,4 @@
-//! The request flows (DESIGN.md §1, §4, §6): everything that decides anything about a route,
+//! The request flows (docs/ARCHITECTURE.md §1, §4, §6): everything that decides anything about a route,
 //! written against small ports ([`Store`], [`Transport`], [`Clock`], [`Nonce`]) so the same code
 //! runs in a Spin component and in native tests with fakes.
 //!
@@ -57,7 +57,7 @@ mod tests;
 pub struct StoreError(pub String);
 
 /// The key-value store (Spin KV: get / set / delete / get_keys; no transactions, no
-/// compare-and-swap — DESIGN.md §4).
+/// compare-and-swap — docs/ARCHITECTURE.md §4).
 #[allow(async_fn_in_trait)]
 pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -383,7 +383,7 @@ impl Response {
         }
     }
 
-    /// `{"error": {"code", "message"}}` (DESIGN.md §6). Written from typed structs, not a
+    /// `{"error": {"code", "message"}}` (docs/ARCHITECTURE.md §6). Written from typed structs, not a
     /// `serde_json::Value`: that keeps Value's serializer out of the components.
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
         #[derive(Serialize)]

@@ -1,4 +1,4 @@
-//! `POST /api/wxpay/notify` (DESIGN.md §1.4, §4, §9; PROTOCOL.md "Payment notification",
+//! `POST /api/wxpay/notify` (docs/ARCHITECTURE.md §1.4, §4, §9; PROTOCOL.md "Payment notification",
 //! "APIv3"): APIv2 XML and APIv3 JSON (told apart by `Wechatpay-Signature`), whatever the
 //! configured version, as long as that version's keys are configured — so a switch between
 //! versions loses no notification.

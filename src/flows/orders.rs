@@ -1,4 +1,4 @@
-//! `POST /api/orders` and `GET /api/orders/{order_no}` (DESIGN.md §1.2, §1.5, §6).
+//! `POST /api/orders` and `GET /api/orders/{order_no}` (docs/ARCHITECTURE.md §1.2, §1.5, §6).
 
 use serde::Serialize;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! `POST /api/orders/{order_no}/pay-params` (DESIGN.md §1.3): fresh `wx.requestPayment`
+//! `POST /api/orders/{order_no}/pay-params` (docs/ARCHITECTURE.md §1.3): fresh `wx.requestPayment`
 //! parameters for the same `prepay_id`. No outbound call, no write.
 
 use super::{

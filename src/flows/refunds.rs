@@ -1,4 +1,4 @@
-//! Refunds (DESIGN.md §10): `POST /api/admin/orders/{order_no}/refunds` and
+//! Refunds (docs/ARCHITECTURE.md §10): `POST /api/admin/orders/{order_no}/refunds` and
 //! `POST /api/wxpay/refund-notify`, in the configured API version.
 //!
 //! A refund is recorded with its number before WeChat hears of it, and every retry — of a

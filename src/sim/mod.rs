@@ -1,4 +1,4 @@
-//! The embedded WeChat Pay simulator (DESIGN.md §2, §5), sans-IO like the rest of the core: the
+//! The embedded WeChat Pay simulator (docs/ARCHITECTURE.md §2, §5), sans-IO like the rest of the core: the
 //! `simulator` component only reads the request and hands it to [`handle`].
 //!
 //! In simulator mode every WeChat call of the other components is handed to this simulator

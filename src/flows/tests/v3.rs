@@ -1,4 +1,4 @@
-//! The flows speaking APIv3 (DESIGN.md §9) against a fake WeChat Pay APIv3 that checks our
+//! The flows speaking APIv3 (docs/ARCHITECTURE.md §9) against a fake WeChat Pay APIv3 that checks our
 //! `Authorization` with the merchant's public key and signs its replies with the vectors'
 //! throw-away WeChat keys: both key modes (the WeChat Pay public key; platform certificates,
 //! with a rotation), every refusal of a reply or a notification, and both versions'

@@ -1,4 +1,4 @@
-//! Bad input on every route: the contract's status (DESIGN.md §6) and a message naming the
+//! Bad input on every route: the contract's status (docs/ARCHITECTURE.md §6) and a message naming the
 //! problem.
 
 use serde_json::{Value, json};
