@@ -15,6 +15,10 @@
 //! LOAD_ROUTES=notify,health LOAD_CLIENTS=1 cargo run -p spin-test-host --example load_spin
 //! LOAD_ROUTES=probe LOAD_CLIENTS=16 cargo run -p spin-test-host --example load_spin
 //! LOAD_QUICKACK=0 cargo run -p spin-test-host --example load_spin   # delayed ACKs (see below)
+//! # On Redis: the apps' store from a runtime config, and an outside server doing the same one
+//! # store read per request for comparison (tests/host/examples/baseline_redis_get.mjs):
+//! LOAD_RUNTIME_CONFIG=/tmp/redis.toml LOAD_BASELINE=127.0.0.1:8090 LOAD_ROUTES=notify \
+//!   cargo run -p spin-test-host --example load_spin
 //! ```
 //!
 //! The Spin binary is found by `spin_test_host::real_spin::find_spin` (`SPIN_BIN`, `spin` on
@@ -68,6 +72,9 @@ enum Target {
     /// The same app configured for WeChat Pay APIv3.
     AppV3,
     Hello,
+    /// An outside server (`LOAD_BASELINE`), e.g. Node.js doing the duplicate notification's one
+    /// store read per request.
+    Baseline,
 }
 
 /// The v3 notify route's name: its signature is made again for each concurrency (WeChat's
@@ -295,16 +302,28 @@ async fn main() -> anyhow::Result<()> {
     let origin = wechat.origin();
     let variables = live_variables(&origin);
     let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let app = SpinUp::start(&spin, &app_manifest, &variables).await?;
+    // `LOAD_RUNTIME_CONFIG`: every app's store (and the probes') on the backend it names.
+    let runtime_config = std::env::var("LOAD_RUNTIME_CONFIG").ok();
+    let args: Vec<&str> = match &runtime_config {
+        Some(path) => vec!["--runtime-config-file", path.as_str()],
+        None => Vec::new(),
+    };
+    let app = SpinUp::start_with(&spin, &app_manifest, &variables, &args).await?;
     let v3_variables = live_v3_variables(&origin);
     let v3_variables: Vec<(&str, &str)> =
         v3_variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let app_v3 = SpinUp::start(&spin, &app_manifest, &v3_variables).await?;
-    let hello = SpinUp::start(&spin, &hello_manifest, &[]).await?;
+    let app_v3 = SpinUp::start_with(&spin, &app_manifest, &v3_variables, &args).await?;
+    let hello = SpinUp::start_with(&spin, &hello_manifest, &[], &args).await?;
+    let baseline: Option<SocketAddr> = std::env::var("LOAD_BASELINE")
+        .ok()
+        .map(|a| a.parse())
+        .transpose()
+        .context("LOAD_BASELINE is host:port")?;
     let addr_of = |target: Target| match target {
         Target::App => app.addr(),
         Target::AppV3 => app_v3.addr(),
         Target::Hello => hello.addr(),
+        Target::Baseline => baseline.expect("a baseline route only with LOAD_BASELINE"),
     };
 
     // The world: a product, a user, a paid order (notified once) and an order awaiting payment.
@@ -407,7 +426,14 @@ async fn main() -> anyhow::Result<()> {
         probe: Some("probe: re-sign's runtime features"),
         ..get("", String::new(), None)
     };
-    let routes = [
+    let baseline_route = Route {
+        name: "baseline: notify's one store read, outside Spin (LOAD_BASELINE)",
+        target: Target::Baseline,
+        path: format!("/notify/{paid}"),
+        probe: None,
+        ..notify.clone()
+    };
+    let mut routes = vec![
         notify.clone(),
         v3_notify(),
         resign.clone(),
@@ -426,6 +452,9 @@ async fn main() -> anyhow::Result<()> {
         create,
         create_v3,
     ];
+    if baseline.is_some() {
+        routes.insert(1, baseline_route);
+    }
     let hello_route = Route {
         target: Target::Hello,
         ..get("hello-world", "/".into(), None)
