@@ -11,10 +11,10 @@ use std::sync::Mutex;
 
 use http::Request;
 use serde_json::{Value, json};
-use spin_test_host::{TestApp, TestResponse};
+use spin_test_host::{KvFailure, TestApp, TestResponse};
 use wxpay::v2::sign::SignType;
 
-use crate::fake_v3::{KeyMode, notify_request};
+use crate::fake_v3::{KeyMode, lock, notify_request};
 use crate::support::{ADMIN_TOKEN, Fault, NOTIFY_PATH, World};
 use crate::v3::V3World;
 
@@ -746,6 +746,93 @@ async fn every_route_answers_as_the_contract_says() {
         "mode_mismatch",
     )
     .await;
+    // The store failing: 503 `store_unavailable` (the backend's text only in the log). A
+    // record that does not parse: 500 `record_unreadable`.
+    kv.fail_gets_matching("", KvFailure::Always);
+    kv.fail_sets_matching("", KvFailure::Always);
+    kv.fail_get_keys(KvFailure::Always);
+    for (method, path, bearer, body) in [
+        ("POST", "/api/orders".to_owned(), mine, tea.to_string()),
+        ("GET", path.clone(), mine, String::new()),
+        ("POST", resign.clone(), mine, String::new()),
+        (
+            "GET",
+            "/api/admin/products".to_owned(),
+            ADMIN,
+            String::new(),
+        ),
+        (
+            "GET",
+            "/api/admin/products/tea".to_owned(),
+            ADMIN,
+            String::new(),
+        ),
+        (
+            "PUT",
+            "/api/admin/products/tea".to_owned(),
+            ADMIN,
+            json!({"name": "Tea", "price": 1}).to_string(),
+        ),
+        (
+            "DELETE",
+            "/api/admin/products/tea".to_owned(),
+            ADMIN,
+            String::new(),
+        ),
+        ("GET", admin_path.clone(), ADMIN, String::new()),
+        (
+            "POST",
+            format!("/api/admin/orders/{no}/refunds"),
+            ADMIN,
+            json!({"amount": 1}).to_string(),
+        ),
+        (
+            "POST",
+            "/api/admin/reconcile".to_owned(),
+            ADMIN,
+            String::new(),
+        ),
+    ] {
+        let content_type = (!body.is_empty()).then_some("application/json");
+        let req = request(method, &path, bearer, content_type, body);
+        c.error(req, 503, "store_unavailable").await;
+    }
+    kv.clear_failures();
+    let garbled = format!("{}y", &no[..no.len() - 1]);
+    kv.set(&format!("order:{garbled}"), "{not json");
+    kv.set("product:garbled", "{not json");
+    for (path, bearer) in [
+        (format!("/api/orders/{garbled}"), mine),
+        (format!("/api/admin/orders/{garbled}"), ADMIN),
+        ("/api/admin/products/garbled".to_owned(), ADMIN),
+    ] {
+        c.error(bare("GET", &path, bearer), 500, "record_unreadable")
+            .await;
+    }
+    c.error(
+        bare("POST", &format!("/api/orders/{garbled}/pay-params"), mine),
+        500,
+        "record_unreadable",
+    )
+    .await;
+
+    // Bodies over 64 KiB: 413 on every JSON route that takes a body, WeChat's FAIL XML on
+    // the notify routes (APIv2 dialect).
+    let big = format!("{{\"pad\": \"{}\"}}", "a".repeat(70 * 1024));
+    for (method, path, bearer) in [
+        ("POST", "/api/orders".to_owned(), mine),
+        ("POST", resign.clone(), mine),
+        ("PUT", "/api/admin/products/tea".to_owned(), ADMIN),
+        ("POST", format!("/api/admin/orders/{no}/refunds"), ADMIN),
+        ("POST", "/api/admin/reconcile".to_owned(), ADMIN),
+    ] {
+        let req = request(method, &path, bearer, Some("application/json"), big.clone());
+        c.error(req, 413, "body_too_large").await;
+    }
+    for path in [NOTIFY_PATH, REFUND_NOTIFY_PATH] {
+        let res = c.call(xml(path, big.clone())).await;
+        assert!(res.text().contains("FAIL"), "{}", res.text());
+    }
     w.assert_logs_clean();
 
     // ---- APIv3: notifications in JSON, refunds ---------------------------------------------
@@ -890,6 +977,47 @@ async fn every_route_answers_as_the_contract_says() {
     let res = c.call(refund_notify(&body, &headers)).await;
     assert_eq!(res.status, 204, "{}", res.text());
 
+    // A whole refund, WeChat unanswering at first: 503, then the same refund_no again (200),
+    // its notification, and the order REFUNDED in both views.
+    v.wechat.pay(&unpaid);
+    let (body, headers) = v.wechat.notification(&unpaid, "transaction", 0, |_| {});
+    let res = c.call(notify_request(&body, &headers)).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    lock(&v.wechat.state)
+        .faults
+        .insert("refund", vec!["lost_reply"; 3].into());
+    let whole = json!({"amount": 398, "refund_no": "R-contract-2"});
+    c.error(refunds(&unpaid, whole.clone()), 503, "wechat_busy")
+        .await;
+    let refund = c.ok(refunds(&unpaid, whole), 200).await;
+    assert_eq!(refund["status"], "PROCESSING", "{refund}");
+    let (body, headers) = v
+        .wechat
+        .refund_notification("R-contract-2", "SUCCESS", |_| {});
+    let res = c.call(refund_notify(&body, &headers)).await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    let shown = c
+        .ok(bare("GET", &format!("/api/orders/{unpaid}"), mine), 200)
+        .await;
+    assert_eq!(shown["status"], "REFUNDED", "{shown}");
+    assert_eq!(shown["refunded_total"], 398);
+    let record = c
+        .ok(
+            bare("GET", &format!("/api/admin/orders/{unpaid}"), ADMIN),
+            200,
+        )
+        .await;
+    assert_eq!(record["status"], "REFUNDED", "{record}");
+
+    // APIv3 notifications over 64 KiB: 413 with WeChat's FAIL JSON.
+    let big = format!("{{\"pad\": \"{}\"}}", "a".repeat(70 * 1024));
+    for path in [NOTIFY_PATH, REFUND_NOTIFY_PATH] {
+        let mut request = notify_request(&big, &headers);
+        *request.uri_mut() = path.parse().unwrap();
+        let res = c.call(request).await;
+        assert_eq!(res.status, 413, "{}", res.text());
+    }
+
     // The order views with a refund.
     let shown = c
         .ok(bare("GET", &format!("/api/orders/{no}"), mine), 200)
@@ -904,6 +1032,18 @@ async fn every_route_answers_as_the_contract_says() {
     assert_eq!(record["refunds"][0]["status"], "SUCCESS");
     let report = c.ok(bare("POST", "/api/admin/reconcile", ADMIN), 200).await;
     assert_eq!(report["complete"], true, "{report}");
+    // The store failing under a notification: 500 with WeChat's FAIL JSON (it delivers again).
+    let kv = v.app.kv("default");
+    kv.fail_gets_matching("", KvFailure::Always);
+    let (body, headers) = v.wechat.notification(&no, "transaction", 0, |_| {});
+    let res = c.call(notify_request(&body, &headers)).await;
+    assert_eq!(res.status, 500, "{}", res.text());
+    let (body, headers) = v
+        .wechat
+        .refund_notification("R-contract-1", "SUCCESS", |_| {});
+    let res = c.call(refund_notify(&body, &headers)).await;
+    assert_eq!(res.status, 500, "{}", res.text());
+    kv.clear_failures();
     v.assert_clean();
 
     contract.assert_every_operation_exercised();
