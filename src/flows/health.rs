@@ -1,9 +1,9 @@
-//! `GET /api/health`: mode, WeChat Pay API version, app version and every configuration problem
-//! (docs/ARCHITECTURE.md §5, §6).
+//! `GET /api/health`: mode, WeChat Pay API version, app version, every configuration problem
+//! and whether the key-value store answers (docs/ARCHITECTURE.md §5, §6).
 
 use serde::Serialize;
 
-use super::Response;
+use super::{Response, Store};
 use crate::config::{ApiVersion, ConfigProblem, Mode, VariableSource, check_all};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,11 +15,17 @@ pub struct Health {
     pub version: &'static str,
     pub config_ok: bool,
     pub problems: Vec<ConfigProblem>,
+    /// `ok` when the key-value store answered a read, `unavailable` when it failed (every route
+    /// that keeps state then answers 503 `store_unavailable`, or a failure to WeChat).
+    pub store: &'static str,
 }
 
+/// The key health reads: any answer, present or absent, shows the store is reachable.
+pub const HEALTH_PROBE_KEY: &str = "health:probe";
+
 /// The health report of a variable source that can read every variable
-/// ([`crate::config::ALL_VARIABLES`]).
-pub fn report<V: VariableSource + ?Sized>(source: &V) -> Health {
+/// ([`crate::config::ALL_VARIABLES`]), and of the store (one read).
+pub async fn report<V: VariableSource + ?Sized, S: Store>(source: &V, store: &S) -> Health {
     let problems = check_all(source);
     Health {
         mode: Mode::load(source).map_or("invalid", Mode::as_str),
@@ -31,11 +37,19 @@ pub fn report<V: VariableSource + ?Sized>(source: &V) -> Health {
         version: env!("CARGO_PKG_VERSION"),
         config_ok: problems.is_empty(),
         problems,
+        store: match store.get(HEALTH_PROBE_KEY).await {
+            Ok(_) => "ok",
+            Err(e) => {
+                super::log::store_error(&e);
+                "unavailable"
+            }
+        },
     }
 }
 
-/// Always 200 (the route answers; `config_ok` says whether the configuration is usable).
-/// Problem texts never contain secret values.
-pub fn health<V: VariableSource + ?Sized>(source: &V) -> Response {
-    Response::json(200, &report(source))
+/// Always 200 (the route answers; `config_ok` and `store` say whether the deployment can
+/// serve: a load balancer that took instances out on a store outage would take them all, as
+/// they share the store). Problem texts never contain secret values.
+pub async fn health<V: VariableSource + ?Sized, S: Store>(source: &V, store: &S) -> Response {
+    Response::json(200, &report(source, store).await)
 }

@@ -1286,7 +1286,8 @@ fn health_reports_problems() {
         [("wxpay_mode".to_owned(), "live".to_owned())]
             .into_iter()
             .collect();
-    let r = health::health(&live);
+    let store = MemStore::default();
+    let r = block_on(health::health(&live, &store));
     assert_eq!(r.status, 200);
     let body = r.json_body().unwrap();
     assert_eq!(body["mode"], "live");
@@ -1302,11 +1303,16 @@ fn health_reports_problems() {
         assert!(vars.contains(&v), "{vars:?}");
     }
     let sim: std::collections::BTreeMap<String, String> = Default::default();
-    let body = health::health(&sim).json_body().unwrap();
+    let body = block_on(health::health(&sim, &store)).json_body().unwrap();
     assert_eq!(
         body,
-        json!({"mode": "simulator", "api_version": "v2", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": []})
+        json!({"mode": "simulator", "api_version": "v2", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": [], "store": "ok"})
     );
+    // The store failing: reported, still 200.
+    store.fail_get.set(true);
+    let r = block_on(health::health(&sim, &store));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json_body().unwrap()["store"], "unavailable");
 }
 
 #[test]

@@ -22,7 +22,7 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             if incoming.method != "GET" {
                 return incoming.method_not_allowed();
             }
-            return health::health(vars);
+            return health::health(vars, &SpinStore::new()).await;
         }
         let config = match AdminFlowConfig::load(vars) {
             Ok(config) => config,

@@ -226,6 +226,13 @@ async fn default_manifest_refuses_bad_requests() {
     let health = res.json::<Value>().unwrap();
     assert_eq!(health["mode"], "simulator");
     assert_eq!(health["config_ok"], true);
+    assert_eq!(health["store"], "ok");
+    // The store failing: health says so (and still answers).
+    let kv = app.kv("default");
+    kv.fail_gets_matching("health:", spin_test_host::KvFailure::Times(1));
+    let res = app.get("/api/health").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json::<Value>().unwrap()["store"], "unavailable");
 
     let res = app
         .request(req(
