@@ -51,6 +51,7 @@ mod logs;
 mod manifest;
 mod outbound;
 pub mod real_spin;
+pub mod redis;
 mod router;
 pub mod tls;
 mod variables;
