@@ -1287,7 +1287,8 @@ fn health_reports_problems() {
             .into_iter()
             .collect();
     let store = MemStore::default();
-    let r = block_on(health::health(&live, &store));
+    let never = std::future::pending::<()>;
+    let r = block_on(health::health(&live, &store, never()));
     assert_eq!(r.status, 200);
     let body = r.json_body().unwrap();
     assert_eq!(body["mode"], "live");
@@ -1303,16 +1304,44 @@ fn health_reports_problems() {
         assert!(vars.contains(&v), "{vars:?}");
     }
     let sim: std::collections::BTreeMap<String, String> = Default::default();
-    let body = block_on(health::health(&sim, &store)).json_body().unwrap();
+    let body = block_on(health::health(&sim, &store, never()))
+        .json_body()
+        .unwrap();
     assert_eq!(
         body,
         json!({"mode": "simulator", "api_version": "v2", "version": env!("CARGO_PKG_VERSION"), "config_ok": true, "problems": [], "store": "ok"})
     );
     // The store failing: reported, still 200.
     store.fail_get.set(true);
-    let r = block_on(health::health(&sim, &store));
+    let r = block_on(health::health(&sim, &store, never()));
     assert_eq!(r.status, 200);
     assert_eq!(r.json_body().unwrap()["store"], "unavailable");
+    // A store that does not answer (Spin's Redis client waiting to reconnect): reported once
+    // the deadline passes, instead of a probe left hanging.
+    struct Hanging;
+    impl Store for Hanging {
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            std::future::pending().await
+        }
+        async fn set(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+        async fn keys_with_prefix(&self, _: &str) -> Result<Vec<String>, StoreError> {
+            std::future::pending().await
+        }
+    }
+    let r = block_on(health::health(&sim, &Hanging, std::future::ready(())));
+    assert_eq!(r.json_body().unwrap()["store"], "unavailable");
+    store.fail_get.set(false);
+    let r = block_on(health::health(&sim, &store, std::future::ready(())));
+    assert_eq!(
+        r.json_body().unwrap()["store"],
+        "ok",
+        "a store that answers at once wins over a deadline already passed"
+    );
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //! orders and queries refunds; in simulator mode the simulator in-process).
 
 use wxpay::flows::{AdminFlowConfig, Env, Response, admin, health};
-use wxpay::spin::{self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinStore, SystemClock};
+use wxpay::sim::Sleep as _;
+use wxpay::spin::{
+    self, ErrorCode, HttpRequest, HttpResponse, OsRandom, SpinSleep, SpinStore, SystemClock,
+};
 
 /// The health route as spin.toml declares it (`spin-matched-route`).
 const HEALTH_ROUTE: &str = "/api/health";
@@ -22,7 +25,8 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
             if incoming.method != "GET" {
                 return incoming.method_not_allowed();
             }
-            return health::health(vars, &SpinStore::new()).await;
+            let deadline = SpinSleep.sleep(health::STORE_PROBE_DEADLINE);
+            return health::health(vars, &SpinStore::new(), deadline).await;
         }
         let config = match AdminFlowConfig::load(vars) {
             Ok(config) => config,
