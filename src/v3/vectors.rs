@@ -1,5 +1,5 @@
-//! PROTOCOL.md's APIv3 vectors (`../shared/vectors/v3/`, copied to `src/v3/testdata/` with their
-//! throw-away keys so that the tests run from any clone).
+//! docs/PROTOCOL.md's APIv3 and refund vectors, in `src/v3/testdata/` with their throw-away
+//! keys (every value checked with two independent implementations).
 
 use serde_json::Value;
 
