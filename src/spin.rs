@@ -481,7 +481,8 @@ impl Incoming {
     }
 
     /// The query string of the request URL, without `?` (empty if none), from Spin's
-    /// `spin-full-url` header. For the simulator's jscode2session only: never log it.
+    /// `spin-full-url` header (the simulator's jscode2session, the admin order listing); never
+    /// log it.
     pub fn query(&self) -> &str {
         let url = self.header("spin-full-url").unwrap_or("");
         let url = url.split('#').next().unwrap_or("");
@@ -669,6 +670,9 @@ async fn read_request(
         client_addr: text("spin-client-addr"),
         content_type: text("content-type"),
         wechatpay: crate::v3::verify::SignatureHeaders::from_lookup(|name| field(&headers, name)),
+        origin: text("origin"),
+        sec_fetch_site: text("sec-fetch-site"),
+        host: text("host"),
     };
     Ok(Incoming {
         method,

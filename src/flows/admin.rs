@@ -37,6 +37,39 @@ fn authorize(request: &Request, config: &AdminFlowConfig) -> Result<(), ApiError
     }
 }
 
+/// Refuses a browser's request from another origin (a page elsewhere using a token the admin's
+/// browser holds): `Sec-Fetch-Site` other than `same-origin` / `none`, or an `Origin` whose
+/// host is not the `Host` the request was sent to. The console is served from the app's own
+/// origin; curl and servers send neither header.
+fn refuse_cross_origin(request: &Request) -> Result<(), ApiError> {
+    let refused = |why: String| {
+        ApiError::new(
+            403,
+            "cross_origin_refused",
+            format!("the admin routes answer only their own origin: {why}"),
+        )
+    };
+    if let Some(site) = request.sec_fetch_site.as_deref()
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(refused(format!("Sec-Fetch-Site is {}", quote(site))));
+    }
+    let Some(origin) = request.origin.as_deref() else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    match request.host.as_deref() {
+        Some(host) if host.eq_ignore_ascii_case(origin_host) => Ok(()),
+        _ => Err(refused(format!(
+            "Origin {} is not this host",
+            quote(origin)
+        ))),
+    }
+}
+
 fn unknown_sku(sku: &str) -> ApiError {
     ApiError::new(404, "unknown_sku", format!("no product {}", quote(sku)))
 }
@@ -69,10 +102,15 @@ where
     C: Clock,
     N: Nonce,
 {
-    if let Err(e) = authorize(request, &env.config) {
+    if let Err(e) = refuse_cross_origin(request).and_then(|()| authorize(request, &env.config)) {
         return e.into();
     }
     let rest = sub_path.split(['?', '#']).next().unwrap_or("");
+    let query = sub_path
+        .split('#')
+        .next()
+        .and_then(|p| p.split_once('?'))
+        .map_or("", |(_, q)| q);
     let path = format!("{ADMIN_PREFIX}{rest}");
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method_not_allowed = || {
@@ -91,6 +129,10 @@ where
             "GET" => get_product(env, request, sku).await,
             "PUT" => put_product(env, request, sku).await,
             "DELETE" => delete_product(env, request, sku).await,
+            _ => method_not_allowed(),
+        },
+        ["orders"] => match method {
+            "GET" => answer(list_orders(env, query).await),
             _ => method_not_allowed(),
         },
         ["orders", order_no] => match method {
@@ -296,6 +338,81 @@ async fn get_order_inner<S: Store, T, C, N>(
         }
         None => Err(not_found()),
     }
+}
+
+/// Orders a listing page holds at most ([`list_orders`]), and by default.
+pub const MAX_LISTED_ORDERS: usize = 100;
+pub const DEFAULT_LISTED_ORDERS: usize = 20;
+
+/// One page of `GET /api/admin/orders?limit=&before=`.
+#[derive(Debug, Serialize)]
+pub struct OrderPage {
+    /// Newest first (order numbers begin with their creation time).
+    pub orders: Vec<crate::order::OrderView>,
+    /// The `before` of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// `GET /api/admin/orders?limit=&before=` (the caller authorized it): the most recent orders,
+/// `limit` (1-[`MAX_LISTED_ORDERS`], default [`DEFAULT_LISTED_ORDERS`]) per page, older than
+/// the order number `before`. Spin's store lists keys only whole, so a page costs one listing
+/// of every key plus a few reads per order on it (docs/ARCHITECTURE.md §4).
+async fn list_orders<S: Store, T, C, N>(
+    env: &Env<S, T, C, N, AdminFlowConfig>,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let mut limit = DEFAULT_LISTED_ORDERS;
+    let mut before: Option<&str> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("limit", n) => {
+                limit = n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LISTED_ORDERS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            400,
+                            "invalid_limit",
+                            format!("limit must be an integer in 1..={MAX_LISTED_ORDERS}"),
+                        )
+                    })?;
+            }
+            ("before", no) if valid_out_trade_no(no) => before = Some(no),
+            ("before", _) => {
+                return Err(ApiError::new(
+                    400,
+                    "invalid_before",
+                    "before must be an order number (the `next` of the previous page)",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let keys = env
+        .store
+        .keys_with_prefix(ORDER_KEY_PREFIX)
+        .await
+        .map_err(|e| store_unavailable(&e))?;
+    let mut numbers: Vec<&str> = keys
+        .iter()
+        .filter_map(|key| crate::ledger::base_order_no(key))
+        .filter(|no| before.is_none_or(|b| *no < b))
+        .collect();
+    numbers.sort_unstable_by(|a, b| b.cmp(a));
+    let more = numbers.len() > limit;
+    numbers.truncate(limit);
+    let mut orders = Vec::with_capacity(numbers.len());
+    for no in &numbers {
+        if let Some(order) = load_order(&env.store, no).await? {
+            let refunds = super::refunds::refunds_for_view(&env.store, &order).await?;
+            orders.push(order.view().with_refunds(&order, &refunds));
+        }
+    }
+    let next = more
+        .then(|| numbers.last().map(|no| (*no).to_owned()))
+        .flatten();
+    Ok(Response::json(200, &OrderPage { orders, next }))
 }
 
 /// The order record as the admin sees it; with refunds, also each refund, `refunded_total`,

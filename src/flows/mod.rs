@@ -317,6 +317,11 @@ pub struct Request {
     /// The `Wechatpay-*` headers of an APIv3 notification (present when `Wechatpay-Signature`
     /// is).
     pub wechatpay: Option<crate::v3::verify::SignatureHeaders>,
+    /// Where a browser says the request comes from (`Origin`, `Sec-Fetch-Site`) and the `Host`
+    /// it was sent to: the admin routes refuse a browser's cross-origin request.
+    pub origin: Option<String>,
+    pub sec_fetch_site: Option<String>,
+    pub host: Option<String>,
 }
 
 impl Request {

@@ -1155,6 +1155,90 @@ fn admin_sees_the_full_order_record() {
 }
 
 #[test]
+fn admin_lists_the_most_recent_orders_page_by_page() {
+    let w = World::new();
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(w.awaiting());
+        w.clock.advance(1);
+    }
+    created.reverse(); // newest first
+    let page = |query: &str| {
+        let r = w.admin("GET", &format!("/api/admin/orders{query}"), Value::Null);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json_body().unwrap()
+    };
+    let numbers = |body: &Value| -> Vec<String> {
+        body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_no"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = page("");
+    assert_eq!(numbers(&all), created);
+    assert_eq!(all["next"], Value::Null);
+    assert_eq!(all["orders"][0]["status"], "AWAITING_PAYMENT");
+    assert_eq!(all["orders"][0]["total_fee"], 3980);
+    let first = page("?limit=2");
+    assert_eq!(numbers(&first), created[..2]);
+    assert_eq!(first["next"], created[1].as_str());
+    let second = page(&format!("?limit=2&before={}", created[1]));
+    assert_eq!(numbers(&second), created[2..4]);
+    let last = page(&format!("?limit=2&before={}", created[3]));
+    assert_eq!(numbers(&last), created[4..]);
+    assert_eq!(last["next"], Value::Null);
+    for (query, code_wanted) in [
+        ("?limit=0", "invalid_limit"),
+        ("?limit=101", "invalid_limit"),
+        ("?limit=x", "invalid_limit"),
+        ("?before=a.b", "invalid_before"),
+    ] {
+        let r = w.admin("GET", &format!("/api/admin/orders{query}"), Value::Null);
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, code_wanted.to_owned()),
+            "{query}"
+        );
+    }
+}
+
+#[test]
+fn admin_routes_refuse_a_browsers_cross_origin_request() {
+    let w = World::new();
+    let call = |origin: Option<&str>, site: Option<&str>, host: Option<&str>| {
+        let mut req = Request::new("").with_bearer(ADMIN_TOKEN);
+        req.origin = origin.map(str::to_owned);
+        req.sec_fetch_site = site.map(str::to_owned);
+        req.host = host.map(str::to_owned);
+        let r = block_on(admin::handle(&w.admin_env(), "GET", "/products", &req));
+        let code = r.json_body().unwrap()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (r.status, code)
+    };
+    let host = Some("shop.example.com");
+    // curl and servers send neither header; the console is the app's own origin.
+    assert_eq!(call(None, None, host).0, 200);
+    assert_eq!(
+        call(Some("https://shop.example.com"), Some("same-origin"), host).0,
+        200
+    );
+    assert_eq!(call(None, Some("none"), host).0, 200);
+    let refused = (403, "cross_origin_refused".to_owned());
+    assert_eq!(call(Some("https://evil.example"), None, host), refused);
+    assert_eq!(call(None, Some("cross-site"), host), refused);
+    assert_eq!(
+        call(Some("https://shop.example.com"), Some("same-site"), host),
+        refused
+    );
+    assert_eq!(call(Some("https://shop.example.com"), None, None), refused);
+    assert_eq!(call(Some("null"), None, host), refused);
+}
+
+#[test]
 fn reconcile_settles_each_kind_of_order() {
     let w = World::new();
     // a: paid at WeChat, notification lost.

@@ -35,14 +35,12 @@ async fn handle(req: HttpRequest) -> Result<HttpResponse, ErrorCode> {
         let store = SpinStore::new();
         let transport = spin::wechat_transport(config.merchant.mode, &store);
         let env = Env::new(&store, transport, SystemClock, OsRandom, config);
-        // The flow routes on the path below /api/admin (`spin-path-info`).
-        admin::handle(
-            &env,
-            incoming.method.as_str(),
-            incoming.path_info(),
-            &incoming.request,
-        )
-        .await
+        // The flow routes on the path below /api/admin (`spin-path-info`), with the query.
+        let sub_path = match incoming.query() {
+            "" => incoming.path_info().to_owned(),
+            query => format!("{}?{query}", incoming.path_info()),
+        };
+        admin::handle(&env, incoming.method.as_str(), &sub_path, &incoming.request).await
     })
     .await
 }

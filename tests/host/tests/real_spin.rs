@@ -493,6 +493,35 @@ async fn every_route(spin: &std::path::Path, sign_type: SignType) {
     .await;
     assert_eq!(record.status, 200, "{}", record.text());
     assert_eq!(record.json()["status"], "PAID");
+    // The listing: the query reaches the admin component (Spin's `spin-full-url`).
+    let listed = call(
+        "GET",
+        "/api/admin/orders?limit=1",
+        &[admin],
+        ignored.clone(),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["orders"][0]["order_no"], order_no.as_str());
+    assert_eq!(listed.json()["orders"].as_array().map(Vec::len), Some(1));
+    let too_many = call(
+        "GET",
+        "/api/admin/orders?limit=101",
+        &[admin],
+        ignored.clone(),
+    )
+    .await;
+    assert_eq!(too_many.json()["error"]["code"], "invalid_limit");
+    // A browser's request from another origin, even with the token: refused.
+    let foreign = call(
+        "GET",
+        "/api/admin/products",
+        &[admin, ("origin", "http://evil.example")],
+        ignored.clone(),
+    )
+    .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text());
+    assert_eq!(foreign.json()["error"]["code"], "cross_origin_refused");
     let reconcile = call(
         "POST",
         "/api/admin/reconcile",

@@ -692,6 +692,41 @@ async fn every_route_answers_as_the_contract_says() {
     )
     .await;
 
+    // GET /api/admin/orders (the listing)
+    let page = c
+        .ok(bare("GET", "/api/admin/orders?limit=2", ADMIN), 200)
+        .await;
+    assert_eq!(page["orders"].as_array().map(Vec::len), Some(2), "{page}");
+    let next = page["next"]
+        .as_str()
+        .expect("more than two orders")
+        .to_owned();
+    c.ok(
+        bare("GET", &format!("/api/admin/orders?before={next}"), ADMIN),
+        200,
+    )
+    .await;
+    c.error(
+        bare("GET", "/api/admin/orders?limit=0", ADMIN),
+        400,
+        "invalid_limit",
+    )
+    .await;
+    c.error(
+        bare("GET", "/api/admin/orders?before=a.b", ADMIN),
+        400,
+        "invalid_before",
+    )
+    .await;
+    c.error(bare("GET", "/api/admin/orders", None), 401, "unauthorized")
+        .await;
+    let mut foreign = bare("GET", "/api/admin/orders", ADMIN);
+    foreign.headers_mut().insert(
+        "origin",
+        http::HeaderValue::from_static("https://evil.example"),
+    );
+    c.error(foreign, 403, "cross_origin_refused").await;
+
     // GET /api/admin/orders/{order_no}
     let admin_path = format!("/api/admin/orders/{no}");
     let record = c.ok(bare("GET", &admin_path, ADMIN), 200).await;
@@ -1254,6 +1289,7 @@ fn the_contract_lists_every_route() {
         ("/api/admin/products/{sku}", "PUT"),
         ("/api/admin/products/{sku}", "GET"),
         ("/api/admin/products/{sku}", "DELETE"),
+        ("/api/admin/orders", "GET"),
         ("/api/admin/orders/{order_no}", "GET"),
         ("/api/admin/orders/{order_no}/refunds", "POST"),
         ("/api/admin/reconcile", "POST"),
