@@ -20,6 +20,28 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 
+/// `found`, or `None` after saying on stderr (past the test harness's capture, so a passing run
+/// still shows it) why `test` is skipped and how to run it (`hint`). With
+/// `SPIN_WXPAY_REQUIRE_SPIN` set (CI) a missing tool is a failure instead: never a silent skip.
+pub fn found_or_skip<T>(test: &str, found: Result<T, String>, hint: &str) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(why) if std::env::var_os("SPIN_WXPAY_REQUIRE_SPIN").is_some() => {
+            panic!("SPIN_WXPAY_REQUIRE_SPIN is set, but: {why}")
+        }
+        Err(why) => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{test} skipped: {why} ({hint})");
+            None
+        }
+    }
+}
+
+/// The Spin binary ([`find_spin`]) for `test`, or `None` ([`found_or_skip`]).
+pub fn spin_or_skip(test: &str) -> Option<PathBuf> {
+    found_or_skip(test, find_spin(), "set SPIN_BIN to run it")
+}
+
 /// The Spin binary to use, or why there is none (the caller prints it and skips).
 pub fn find_spin() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|b| !b.is_empty()) {

@@ -13,12 +13,11 @@
 //! starts the app under Spin with each runtime config, its `[[client_tls]]` entry included.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use serde::Deserialize as _;
 use serde_norway::Value as Yaml;
-use spin_test_host::real_spin::{SpinUp, find_spin, spin_build, workspace_root};
+use spin_test_host::real_spin::{SpinUp, spin_build, spin_or_skip, workspace_root};
 
 // ---- Reading the files --------------------------------------------------------------------------
 
@@ -787,23 +786,6 @@ fn every_deploy_file_is_linked() {
 }
 
 // ---- Under Spin ---------------------------------------------------------------------------------
-
-/// The Spin binary, or `None` after saying why the test is skipped (as `real_spin.rs`).
-fn spin_or_skip(test: &str) -> Option<PathBuf> {
-    match find_spin() {
-        Ok(bin) => Some(bin),
-        Err(why) if std::env::var_os("SPIN_WXPAY_REQUIRE_SPIN").is_some() => {
-            panic!("SPIN_WXPAY_REQUIRE_SPIN is set, but: {why}")
-        }
-        Err(why) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "deploy test {test} skipped: {why} (set SPIN_BIN to run it)"
-            );
-            None
-        }
-    }
-}
 
 /// A directory removed when dropped.
 struct TempDir(PathBuf);

@@ -28,34 +28,15 @@ mod support;
 #[allow(dead_code)]
 mod fake_v3;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use spin_test_host::TestApp;
-use spin_test_host::real_spin::{SpinUp, WireResponse, find_spin, spin_build, workspace_root};
+use spin_test_host::real_spin::{SpinUp, WireResponse, spin_build, spin_or_skip, workspace_root};
 use spin_test_host::tls::{ClientCert, MtlsFake};
 use support::{ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET};
 use wxpay::v2::sign::SignType;
 use wxpay::v2::xml;
-
-/// The Spin binary, or `None` after saying why the test is skipped.
-fn spin_or_skip(test: &str) -> Option<PathBuf> {
-    match find_spin() {
-        Ok(bin) => Some(bin),
-        Err(why) if std::env::var_os("SPIN_WXPAY_REQUIRE_SPIN").is_some() => {
-            panic!("SPIN_WXPAY_REQUIRE_SPIN is set, but: {why}")
-        }
-        Err(why) => {
-            // Past the test harness's capture, so a passing run still shows it.
-            let _ = writeln!(
-                std::io::stderr(),
-                "real-Spin test {test} skipped: {why} (set SPIN_BIN to run it)"
-            );
-            None
-        }
-    }
-}
 
 fn app_manifest() -> PathBuf {
     workspace_root().join("spin.toml")

@@ -27,14 +27,15 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use spin_test_host::real_spin::{SpinUp, WireResponse, find_spin, spin_build, workspace_root};
+use spin_test_host::real_spin::{
+    SpinUp, WireResponse, find_spin, found_or_skip, spin_build, workspace_root,
+};
 use spin_test_host::redis::{RedisServer, find_redis_server};
 use support::{
     ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET, notification,
@@ -55,20 +56,7 @@ struct Tools {
 /// `SPIN_WXPAY_REQUIRE_SPIN` is set).
 fn tools_or_skip(test: &str) -> Option<Tools> {
     let found = find_spin().and_then(|spin| find_redis_server().map(|redis| Tools { spin, redis }));
-    match found {
-        Ok(tools) => Some(tools),
-        Err(why) if std::env::var_os("SPIN_WXPAY_REQUIRE_SPIN").is_some() => {
-            panic!("SPIN_WXPAY_REQUIRE_SPIN is set, but: {why}")
-        }
-        Err(why) => {
-            // Past the test harness's capture, so a passing run still shows it.
-            let _ = writeln!(
-                std::io::stderr(),
-                "Redis test {test} skipped: {why} (set SPIN_BIN / REDIS_SERVER to run it)"
-            );
-            None
-        }
-    }
+    found_or_skip(test, found, "set SPIN_BIN / REDIS_SERVER to run it")
 }
 
 fn app_manifest() -> PathBuf {
