@@ -191,6 +191,7 @@
     const before = pages.cursors[page] || null;
     const query = "?limit=" + PAGE_SIZE + (before ? "&before=" + encodeURIComponent(before) : "");
     const list = await guarded(() => api("GET", "/api/admin/orders" + query));
+    if (!token()) return; // a 401 signed out: the sign-in screen stays
     const body = el("tbody", {});
     const table = el(
       "table",
@@ -236,6 +237,7 @@
 
   async function renderOrder(no) {
     const order = await guarded(() => api("GET", "/api/admin/orders/" + encodeURIComponent(no)));
+    if (!token()) return;
     if (!order) {
       show(el("section", { class: "card" }, el("p", {}, el("a", { href: "#/orders", text: "← Orders" }))));
       return;
@@ -329,6 +331,7 @@
 
   async function renderCatalog() {
     const data = await guarded(() => api("GET", "/api/admin/products"));
+    if (!token()) return;
     const products = (data && data.products) || [];
     const put = async (p, changes, done) => {
       clearMessages();

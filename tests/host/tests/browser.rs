@@ -751,6 +751,25 @@ async fn merchant_console_in_headless_chromium() {
         .unwrap();
     assert_eq!(stored, json!(0));
 
+    // A token the API refuses mid-session (the deployment's was changed): the page signs out
+    // and says why, instead of showing an empty page.
+    client
+        .execute(
+            "sessionStorage.setItem('wxpay-admin-token', 'a-stale-admin-token');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    open(&client, &base, "#/catalog").await;
+    wait_text(&client, "#error .error-code", &["unauthorized"]).await;
+    wait_element(&client, "#token").await;
+    assert!(client.find(Locator::Css("#products")).await.is_err());
+    let stored = client
+        .execute("return sessionStorage.length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stored, json!(0), "a refused token is forgotten");
+
     client.close().await.expect("closing the browser");
     drop(driver);
 
