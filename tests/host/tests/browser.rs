@@ -661,27 +661,6 @@ async fn merchant_console_in_headless_chromium() {
         json!({"sku": "tea", "name": "Oolong tea", "price": 4200, "active": false})
     );
 
-    // Reconcile: the counts it returns (nothing is open: the order is paid, its refund settled).
-    open(&client, &base, "#/reconcile").await;
-    click(&client, "#run-reconcile").await;
-    wait_element(&client, "#reconcile-counts").await;
-    for (key, want) in [
-        ("checked", "0"),
-        ("paid", "0"),
-        ("closed", "0"),
-        ("refunds_checked", "0"),
-        ("complete", "yes"),
-    ] {
-        let shown = wait_element(&client, &format!("[data-count={key}]"))
-            .await
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(shown, want, "reconcile count {key}");
-    }
-    wait_text(&client, "#sim-banner", &["SIMULATOR"]).await;
-    screenshot(&client, "5-reconcile").await;
-
     // Twenty-one more orders: the recent orders come 20 a page, the paid one on the second.
     // Order numbers start with the second they were made in (the listing's order): these come a
     // second after the paid one whatever the pace.
@@ -741,6 +720,28 @@ async fn merchant_console_in_headless_chromium() {
     click(&client, "#newer").await;
     wait_element(&client, "#older").await;
     wait_text(&client, "#orders tbody", &["12.50", "AWAITING_PAYMENT"]).await;
+
+    // Reconcile: the counts it returns. The 21 orders await payment: each is asked about, none
+    // paid nor expired; the refund was settled by its notification.
+    open(&client, &base, "#/reconcile").await;
+    click(&client, "#run-reconcile").await;
+    wait_element(&client, "#reconcile-counts").await;
+    for (key, want) in [
+        ("checked", "21"),
+        ("paid", "0"),
+        ("closed", "0"),
+        ("refunds_checked", "0"),
+        ("complete", "yes"),
+    ] {
+        let shown = wait_element(&client, &format!("[data-count={key}]"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(shown, want, "reconcile count {key}");
+    }
+    wait_text(&client, "#sim-banner", &["SIMULATOR"]).await;
+    screenshot(&client, "5-reconcile").await;
 
     // Signing out forgets the token.
     click(&client, "#sign-out").await;
