@@ -38,8 +38,8 @@ use spin_test_host::real_spin::{
 };
 use spin_test_host::redis::{RedisServer, find_redis_server};
 use support::{
-    ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET, notification,
-    openid,
+    ADMIN_TOKEN, API_KEY, APP_SECRET, APPID, FakeWechat, MCH_ID, SESSION_SECRET,
+    assert_paid_once_and_never_reverted, notification, openid,
 };
 use tokio::task::JoinSet;
 use wxpay::v2::sign::SignType;
@@ -902,32 +902,12 @@ async fn soak_across_two_instances_on_redis() {
             );
         }
         for (order_no, order) in &derived {
-            let to_paid = order
-                .events
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        wxpay::order::Event::Status {
-                            to: wxpay::order::Status::Paid,
-                            ..
-                        }
-                    )
-                })
-                .count();
-            assert!(
-                to_paid <= 1,
-                "round {rounds}: {order_no}: {to_paid} PAID events"
+            assert_paid_once_and_never_reverted(
+                order_no,
+                &order,
+                &mut seen_paid,
+                &format!("round {rounds}"),
             );
-            if order.status == wxpay::order::Status::Paid {
-                seen_paid.insert(order_no.clone());
-            } else {
-                assert!(
-                    !seen_paid.contains(order_no),
-                    "round {rounds}: {order_no} was PAID and is now {}",
-                    order.status
-                );
-            }
         }
     }
 

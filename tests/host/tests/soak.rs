@@ -37,7 +37,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use spin_test_host::{KvFailure, KvOpKind};
-use support::{ADMIN_TOKEN, Fault, World, is_fail, is_success, notification, openid, req};
+use support::{
+    ADMIN_TOKEN, Fault, World, assert_paid_once_and_never_reverted, is_fail, is_success,
+    notification, openid, req,
+};
 use tokio::task::JoinSet;
 use wxpay::v2::sign::SignType;
 use wxpay::v2::xml;
@@ -367,32 +370,12 @@ async fn soak_invariants_hold_under_faults() {
             let Some(order) = derived(&kv, &keys, order_no) else {
                 continue;
             };
-            let to_paid = order
-                .events
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        wxpay::order::Event::Status {
-                            to: wxpay::order::Status::Paid,
-                            ..
-                        }
-                    )
-                })
-                .count();
-            assert!(
-                to_paid <= 1,
-                "round {round}: {order_no} has {to_paid} PAID events"
+            assert_paid_once_and_never_reverted(
+                order_no,
+                &order,
+                &mut seen_paid,
+                &format!("round {round}"),
             );
-            if order.status == wxpay::order::Status::Paid {
-                seen_paid.insert(order_no.clone());
-            } else {
-                assert!(
-                    !seen_paid.contains(order_no),
-                    "round {round}: {order_no} was PAID and is now {}",
-                    order.status
-                );
-            }
         }
         counts.checks += 1;
     }

@@ -795,3 +795,41 @@ pub fn alerts(order: &Value) -> Vec<String> {
         .map(|e| e["reason"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// The soak invariants of one order after a round (`context` names the round): at most one
+/// PAID status event, and an order seen PAID (remembered in `seen_paid`) never shown otherwise.
+/// Used by `soak.rs` and `redis.rs`, which include this file; the app tests do not.
+#[allow(dead_code)]
+pub fn assert_paid_once_and_never_reverted(
+    order_no: &str,
+    order: &wxpay::order::Order,
+    seen_paid: &mut std::collections::BTreeSet<String>,
+    context: &str,
+) {
+    let to_paid = order
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                wxpay::order::Event::Status {
+                    to: wxpay::order::Status::Paid,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        to_paid <= 1,
+        "{context}: {order_no} has {to_paid} PAID events"
+    );
+    if order.status == wxpay::order::Status::Paid {
+        seen_paid.insert(order_no.to_owned());
+    } else {
+        assert!(
+            !seen_paid.contains(order_no),
+            "{context}: {order_no} was PAID and is now {}",
+            order.status
+        );
+    }
+}
