@@ -1,12 +1,14 @@
 //! Refunds (docs/ARCHITECTURE.md §10): `POST /api/admin/orders/{order_no}/refunds` and
-//! `POST /api/wxpay/refund-notify`, in the configured API version.
+//! `POST /api/wxpay/refund-notify` (refunds in the configured API version; notifications of
+//! either).
 //!
 //! A refund is recorded with its number before WeChat hears of it, and every retry — of a
 //! WeChat call within the request, or of the whole request with the same `refund_no` — sends
 //! the same number and amount: WeChat refunds once per number. A refund WeChat did not answer
 //! stays PROCESSING (its money held against the paid total) until a notification, a query or a
-//! retried request settles it. What a notification says is stored in its own key, derived from
-//! the notification alone (`refund::outcome_key`), and success is answered only after the write.
+//! retried request settles it. What a notification says is stored in its own key per status
+//! (`refund::outcome_key`: WeChat's refund id and time, and when this app learned it), written
+//! once, and success is answered only after the write.
 
 use serde_json::Value;
 
@@ -198,10 +200,9 @@ async fn call_refund<S: Store, T: Transport, C: Clock, N: Nonce>(
     last
 }
 
-/// `POST /api/admin/orders/{order_no}/refunds` (admin; the caller authorizes it — not routed
-/// yet): 201 with the
-/// refund (200 with the existing one when `refund_no` repeats with the same amount; 409 with
-/// another).
+/// `POST /api/admin/orders/{order_no}/refunds` (admin; the caller, `admin::handle`, authorizes
+/// it): 201 with the refund (200 with the existing one when `refund_no` repeats with the same
+/// amount; 409 with another).
 pub async fn create<S, T, C, N>(
     env: &Env<S, T, C, N, AdminFlowConfig>,
     request: &Request,
@@ -601,8 +602,9 @@ pub(crate) struct RefundsReconciled {
 }
 
 /// Reconcile for a paid order's refunds: each cleared refund not yet SUCCESS or CLOSED is
-/// queried at WeChat and what WeChat says is recorded (a lost notification settled); a refund
-/// its request never checked is refused after [`ABANDONED_CHECK_SECS`].
+/// queried at WeChat and what WeChat says is recorded (a lost notification settled), and one
+/// WeChat still does not know [`ABANDONED_CHECK_SECS`] after it was asked for is CLOSED; a
+/// refund its request never checked is refused after the same time.
 pub(crate) async fn reconcile_refunds<S, T, C, N>(
     env: &Env<S, T, C, N, AdminFlowConfig>,
     order: &Order,
@@ -650,6 +652,27 @@ where
                 done.errors.push(format!(
                     "{order_no} refund {refund_no}: WeChat reports it for another order"
                 ));
+                continue;
+            }
+            // WeChat does not know it, long after it was asked for: it never reached WeChat (its
+            // request stopped before sending, or WeChat refused it and recording that failed).
+            // CLOSED, so that it holds no money; a later SUCCESS fact would still outrank it.
+            Err(WechatError::Reply(ReplyError::Refused { err_code, .. }))
+                if matches!(err_code.as_str(), "REFUNDNOTEXIST" | "RESOURCE_NOT_EXISTS")
+                    && now.saturating_sub(refund.requested_at) >= ABANDONED_CHECK_SECS =>
+            {
+                let closed = RefundOutcome {
+                    refund_id: String::new(),
+                    success_time: None,
+                    recorded_at: now,
+                };
+                let key = outcome_key(order_no, refund_no, RefundStatus::Closed);
+                match write_json(&env.store, &key, &closed).await {
+                    Ok(()) => done.settled += 1,
+                    Err(e) => done
+                        .errors
+                        .push(format!("{order_no} refund {refund_no}: {}", e.message)),
+                }
                 continue;
             }
             Err(e) => {

@@ -1,4 +1,4 @@
-//! The refund flows (issue 14, not routed yet) against the fake WeChat's refund endpoints in
+//! The refund flows against the fake WeChat's refund endpoints in
 //! both versions: one refund per number however often it is asked, nothing over the paid
 //! total, rules checked before WeChat is asked, and notifications that must decrypt with our
 //! key and name a refund we asked for.
@@ -517,6 +517,41 @@ fn apiv3_reconcile_settles_a_lost_refund_notification() {
     assert_eq!(refunds[0].status, RefundStatus::Closed);
     // A closed refund holds nothing: the whole total can still be refunded.
     w.clock.advance(61);
+    assert_eq!(
+        refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"})).status,
+        201
+    );
+}
+
+/// WeChat refused a refund, and recording the refusal (CLOSED) failed: the refund is left
+/// PROCESSING, holding its money. Reconcile asks WeChat, which does not know it; once it is
+/// older than a request could be, it is CLOSED and the money is free again.
+#[test]
+fn reconcile_closes_a_refund_wechat_never_knew() {
+    let w = World::new();
+    let no = paid(&w);
+    w.wx.fault(REFUND_PATH, Fault::Refuse("NOTENOUGH"));
+    w.store.fail_sets(
+        &crate::refund::outcome_key(&no, "R1", RefundStatus::Closed),
+        Some(1),
+    );
+    let r = refund(&w, &no, json!({"amount": 3980, "refund_no": "R1"}));
+    assert_eq!(code(&r), "wechat_refused", "{r:?}");
+    w.store.heal();
+    assert_eq!(refunds_of(&w, &no)[0].status, RefundStatus::Processing);
+    // Too recent: reported, not closed.
+    let report = reconcile(&w);
+    assert_eq!(report["refunds_settled"], 0, "{report}");
+    assert!(
+        report["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("REFUNDNOTEXIST"),
+        "{report}"
+    );
+    w.clock.advance(refund_flows::ABANDONED_CHECK_SECS);
+    assert_eq!(reconcile(&w)["refunds_settled"], 1);
+    assert_eq!(refunds_of(&w, &no)[0].status, RefundStatus::Closed);
     assert_eq!(
         refund(&w, &no, json!({"amount": 3980, "refund_no": "R2"})).status,
         201
