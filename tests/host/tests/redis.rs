@@ -904,7 +904,7 @@ async fn soak_across_two_instances_on_redis() {
         for (order_no, order) in &derived {
             assert_paid_once_and_never_reverted(
                 order_no,
-                &order,
+                order,
                 &mut seen_paid,
                 &format!("round {rounds}"),
             );
